@@ -1,0 +1,149 @@
+"""The backend contract (after cvxpy's ``Solver``): build the native model, solve it, map it back.
+
+Every backend is one file with a :class:`Backend` subclass declaring its capabilities as class
+attributes. :meth:`Backend.solve` wraps the backend's ``_solve`` so that a crash becomes a
+``failed`` :class:`~milp.Solution` carrying the reason, never a silently wrong mask, and
+:meth:`Backend.finish` is the single place where solver output becomes a Solution: binaries are
+rounded to exact 0/1, the residual is recomputed in float64 and the status is made honest.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..instance import Instance
+from ..solution import Solution, Status
+
+#: A solver's "optimal" is trusted only if the true residual of the rounded mask is within this
+#: relative / absolute slack of the objective it claimed (LP-based solvers print ~8-9 digits).
+TRUST_REL = 1e-6
+TRUST_ABS = 1e-12
+#: Values further than this from 0/1 are reported in ``Solution.message`` as non-integral.
+INTEGRALITY_WARN = 1e-3
+
+
+class UnsupportedInstance(ValueError):
+    """The backend cannot take this instance (e.g. exact beyond its n); the message says why."""
+
+
+class SolverNotAvailable(ValueError):
+    """Unknown solver name, or its Python module is not installed."""
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Options every backend takes. ``time_limit`` in seconds (None = none), ``threads`` workers,
+    ``warm_start`` a 0/1 mask to hint (ignored by backends without warm-start support)."""
+
+    time_limit: float | None = None
+    seed: int = 0
+    threads: int = 1
+    warm_start: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
+
+    def key(self) -> dict:
+        """The options that affect the result, for cache keys."""
+        ws = None if self.warm_start is None else np.asarray(self.warm_start, dtype=np.uint8).tolist()
+        return {"time_limit": self.time_limit, "seed": self.seed, "threads": self.threads,
+                "warm_start": ws, "params": dict(sorted(self.params.items()))}
+
+
+class Backend:
+    """Base class. Subclasses set ``name``, ``REQUIRED_MODULES`` and implement ``_solve``."""
+
+    name: str = ""
+    REQUIRED_MODULES: tuple[str, ...] = ()
+    SUPPORTS_WARM_START: bool = False
+    PROVES_OPTIMALITY: bool = False
+
+    # --------------------------------------------------------------- capability
+    @classmethod
+    def available(cls) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in cls.REQUIRED_MODULES)
+
+    def accepts(self, instance: Instance) -> tuple[bool, str]:
+        return True, ""
+
+    def version(self) -> str:
+        return ""
+
+    # -------------------------------------------------------------------- solve
+    def solve(self, instance: Instance, options: SolveOptions | None = None) -> Solution:
+        options = options or SolveOptions()
+        ok, why = self.accepts(instance)
+        if not ok:
+            raise UnsupportedInstance(f"solver '{self.name}' cannot take {instance!r}: {why}")
+        t0 = time.perf_counter()
+        try:
+            sol = self._solve(instance, options)
+        except Exception as exc:  # a crashing backend yields 'failed' with the reason
+            return self.failure(instance, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
+                                seconds=time.perf_counter() - t0)
+        sol.seconds = time.perf_counter() - t0
+        return sol
+
+    def _solve(self, instance: Instance, options: SolveOptions) -> Solution:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ results
+    def failure(self, instance: Instance, reason: str, seconds: float = 0.0,
+                status: Status = Status.FAILED) -> Solution:
+        """The one factory for every solve that produced no usable mask."""
+        return Solution(mask=np.zeros(instance.n, dtype=np.uint8), error=float("inf"), status=status,
+                        solver=self.name, seconds=seconds, solver_version=self._safe_version(),
+                        message=reason)
+
+    def _safe_version(self) -> str:
+        try:
+            return self.version()
+        except Exception:  # pragma: no cover
+            return ""
+
+    def finish(self, instance: Instance, values, *, claimed: Status, objective: float | None,
+               seconds: float = 0.0, bound: float | None = None, trust: bool = False,
+               trust_slack: float = 0.0, **extra) -> Solution:
+        """Turn a backend's raw answer into an honest :class:`Solution`.
+
+        ``values``: the solver's a_i (possibly fractional); rounded to exact 0/1 here.
+        ``claimed``: the status the solver reported, mapped to :class:`Status`.
+        ``objective``: the solver's objective in the instance's units.
+        ``trust``: the backend proves optimality exactly (exact enumeration).
+        ``trust_slack``: known absolute error of the solver's arithmetic (CP-SAT quantisation).
+        """
+        if values is None:
+            status = claimed if claimed in (Status.INFEASIBLE, Status.TIME_LIMIT) else Status.FAILED
+            return self.failure(instance, extra.pop("message", "solver returned no solution"),
+                                seconds=seconds, status=status)
+        raw = np.asarray(values, dtype=np.float64).reshape(-1)
+        if raw.shape != (instance.n,) or not np.isfinite(raw).all():
+            return self.failure(instance, f"solver returned malformed values (shape {raw.shape})", seconds)
+        mask = (raw > 0.5).astype(np.uint8)
+        notes = []
+        off = float(np.max(np.abs(raw - mask))) if raw.size else 0.0
+        if off > INTEGRALITY_WARN:
+            notes.append(f"solver values were up to {off:.3g} away from 0/1 before rounding")
+        if not instance.feasible(mask):
+            return self.failure(
+                instance, f"rounded mask has {int(mask.sum())} items but cardinality k={instance.cardinality}"
+                          f" (solver values up to {off:.3g} from 0/1)", seconds)
+        error = instance.residual(mask)
+        status = claimed
+        claimed_optimal = claimed == Status.OPTIMAL
+        if claimed_optimal and not trust:
+            slack = TRUST_ABS + trust_slack + (TRUST_REL * abs(objective) if objective is not None else 0.0)
+            if objective is None or error > objective + slack:
+                status = Status.FEASIBLE
+                notes.append(f"solver claimed optimal with objective {objective!r}, but the rounded mask's "
+                             f"true residual is {error:.6g}: optimality not proven (solver tolerances)")
+        if status in (Status.INFEASIBLE, Status.FAILED):
+            status = Status.FEASIBLE  # a mask was found after all
+        return Solution(mask=mask, error=error, status=status, solver=self.name, seconds=seconds,
+                        solver_objective=None if objective is None else float(objective),
+                        solver_version=self._safe_version(), message="; ".join(notes),
+                        claimed_optimal=claimed_optimal, bound=bound,
+                        time_to_first=extra.pop("time_to_first", None),
+                        time_to_best=extra.pop("time_to_best", None), extra=extra)

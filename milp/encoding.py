@@ -73,17 +73,17 @@ class Encoding:
         for i in range(n):
             for name, coefs, _, _, _ in rows:
                 if coefs[i] != 0.0:
-                    out.append(f"    a_{i}  {name}  {coefs[i]!r}")
+                    out.append(f"    a_{i}  {name}  {float(coefs[i])!r}")
         out.append("    MARKER                 'MARKER'                 'INTEND'")
         out.append("    t  obj  1.0")
         for name, _, ct, _, _ in rows:
             if ct != 0.0:
-                out.append(f"    t  {name}  {ct!r}")
+                out.append(f"    t  {name}  {float(ct)!r}")
         out.append("RHS")
-        out += [f"    rhs  {name}  {rhs!r}" for name, _, _, _, rhs in rows if rhs != 0.0]
+        out += [f"    rhs  {name}  {float(rhs)!r}" for name, _, _, _, rhs in rows if rhs != 0.0]
         out.append("BOUNDS")
         out += [f" BV bnd  a_{i}" for i in range(n)]
-        out.append(f" UP bnd  t  {self.t_upper!r}")
+        out.append(f" UP bnd  t  {float(self.t_upper)!r}")
         out.append("ENDATA")
         return "\n".join(out) + "\n"
 
@@ -95,6 +95,6 @@ class Encoding:
             terms = " ".join(f"{c:+.17g} a_{i}" for i, c in enumerate(coefs) if c != 0.0)
             if ct:
                 terms += f" {ct:+.17g} t"
-            out.append(f" {name}: {terms} {ops[sense]} {rhs!r}")
-        out += ["Bounds", f" 0 <= t <= {self.t_upper!r}", "Binaries", " " + " ".join(f"a_{i}" for i in range(n)), "End"]
+            out.append(f" {name}: {terms} {ops[sense]} {float(rhs)!r}")
+        out += ["Bounds", f" 0 <= t <= {float(self.t_upper)!r}", "Binaries", " " + " ".join(f"a_{i}" for i in range(n)), "End"]
         return "\n".join(out) + "\n"

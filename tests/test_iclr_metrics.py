@@ -1,0 +1,75 @@
+"""The ICLR LeNet5 metrics on tiny networks whose answers are known by hand."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import milp
+from pipelines import iclr_lenet5 as E
+
+
+def test_figure3_metric_by_hand():
+    params = [("w", np.array([[1.0, -2.0]])), ("b", np.array([4.0]))]
+    approx = [("w", np.array([[1.1, -2.0]])), ("b", np.array([3.0]))]
+    worst, per = E.max_rel_weight_error(params, approx)
+    assert per["w"] == pytest.approx(0.1 / 2.0) and per["b"] == pytest.approx(1.0 / 4.0)
+    assert worst == pytest.approx(0.25)
+
+
+def test_figure4_metrics_by_hand_differ_between_paper_and_code():
+    f = torch.tensor([[1.0, 2.0], [10.0, 0.0]], dtype=torch.float64)
+    g = torch.tensor([[1.0, 2.2], [10.0, 0.5]], dtype=torch.float64)
+    m = E.output_errors(f, g)
+    assert m["per_image"] == pytest.approx(0.1)      # image 1: 0.2 / 2
+    assert m["global"] == pytest.approx(0.05)        # 0.5 / 10
+    assert m["max_abs"] == pytest.approx(0.5)
+
+
+def test_conv_outputs_of_a_one_weight_network_by_hand():
+    net = nn.Sequential(nn.Conv2d(1, 1, 1))
+    approx = [("0.weight", np.full((1, 1, 1, 1), 2.5)), ("0.bias", np.array([1.0]))]
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+        net[0].bias.fill_(1.0)
+    images = np.zeros((2, 1, 3, 3), dtype=np.float32)
+    images[0, 0, 1, 1] = 1.0   # f max = 3, error 0.5
+    images[1, 0, 0, 0] = 0.5   # f max = 2, error 0.25
+
+    class Wrap(nn.Module):
+        def __init__(self, features):
+            super().__init__()
+            self.features = features
+
+    target = E.substituted_model(Wrap(net), E.conv_parameters(net), dtype=torch.float64)
+    approx_net = E.substituted_model(Wrap(net), approx, dtype=torch.float64)
+    m = E.output_errors(E.conv_outputs(target.features, images), E.conv_outputs(approx_net.features, images))
+    assert m["per_image"] == pytest.approx(0.5 / 3.0)
+    assert m["global"] == pytest.approx(0.5 / 3.0)
+    assert m["max_abs"] == pytest.approx(0.5)
+
+
+def test_instances_masks_and_substitution_roundtrip():
+    params = [("w", np.array([[0.3, -0.2], [0.05, 0.6]])), ("b", np.array([0.1]))]
+    instances, X, flat = E.build_instances(params, n=12, seed=0)
+    assert len(instances) == 5 and X.shape == (5, 12)
+    assert np.array_equal(flat, [0.3, -0.2, 0.05, 0.6, 0.1])
+    masks = np.stack([milp.solve(i, "exact").mask for i in instances])
+    approx = E.approximate(params, masks, X)
+    assert [q.shape for _, q in approx] == [p.shape for _, p in params]
+    resid = np.abs(np.concatenate([q.reshape(-1) for _, q in approx]) - flat)
+    expected = [inst.residual(m) for inst, m in zip(instances, masks)]
+    assert np.allclose(resid, expected, rtol=0, atol=1e-15)
+    # samples are fresh per (seed, n) and reproducible
+    assert np.array_equal(E.sample_candidates(0, 12, 5), X)
+    assert not np.array_equal(E.sample_candidates(1, 12, 5), X)
+
+
+def test_accuracy_by_hand():
+    class Sign(nn.Module):
+        def forward(self, x):
+            s = x.flatten(1).sum(1)
+            return torch.stack([-s, s], dim=1)
+
+    images = np.array([[1.0], [-1.0], [2.0], [-3.0]], dtype=np.float32)
+    labels = np.array([1, 0, 0, 0])
+    assert E.accuracy(Sign(), images, labels) == pytest.approx(75.0)

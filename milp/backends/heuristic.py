@@ -1,4 +1,4 @@
-"""Greedy construction + local search (flip and swap moves) with seeded restarts.
+"""Greedy construction + iterated local search (flip and swap moves) with seeded restarts.
 
 A fast baseline and the warm start of ``auto``. Works for RSS, RFSS and MRSS: the residual vector
 r = z - sum_{i in S} X_i is updated in O(d) per move; each iteration picks the best improving flip
@@ -15,7 +15,8 @@ from ..instance import Instance
 from ..solution import Solution, Status
 from .base import Backend, SolveOptions
 
-DEFAULT_RESTARTS = 8
+DEFAULT_RESTARTS = 4
+DEFAULT_ITERATIONS = 300
 SWAP_BLOCK_FLOATS = 4_000_000  # cap on the (out x in x d) swap tensor evaluated at once
 
 
@@ -90,37 +91,64 @@ def greedy(X, z, k):
     return inside
 
 
+def perturb(inside, k, rng, strength):
+    """Kick a local optimum: ``strength`` random flips (free subsets) or swaps (fixed size)."""
+    inside = inside.copy()
+    n = inside.size
+    for _ in range(strength):
+        if k is None:
+            i = int(rng.integers(n))
+            inside[i] = not inside[i]
+        else:
+            ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
+            if ins.size and outs.size:
+                inside[rng.choice(ins)], inside[rng.choice(outs)] = False, True
+    return inside
+
+
 class HeuristicBackend(Backend):
+    """Iterated local search: greedy start (and the warm start, if any), steepest descent, then
+    ``iterations`` rounds of perturb-and-descend from the best mask so far (accept if better),
+    interleaved with sparse random restarts. Seeded; stops early at the time limit."""
+
     name = "heuristic"
     REQUIRED_MODULES = ()
 
     def version(self) -> str:
-        return "greedy+local-search 1"
+        return "greedy+iterated-local-search 2"
 
     def _solve(self, instance: Instance, options: SolveOptions) -> Solution:
         t0 = time.perf_counter()
         X, z, k, n = instance.candidates, instance.target, instance.cardinality, instance.n
+        iterations = int(options.params.get("iterations", DEFAULT_ITERATIONS))
         restarts = int(options.params.get("restarts", DEFAULT_RESTARTS))
         deadline = t0 + (options.time_limit if options.time_limit is not None else float("inf"))
         rng = np.random.default_rng(options.seed)
         starts = [greedy(X, z, k)]
         if options.warm_start is not None:
             starts.insert(0, np.asarray(options.warm_start).astype(bool))
-        best_mask, best_err = None, np.inf
-        times = []
-        for attempt in range(restarts + len(starts) - 1):
-            if attempt < len(starts):
-                start = starts[attempt].copy()
-            else:  # sparse random starts: good MRSS solutions use few items
-                size = k if k is not None else int(rng.integers(0, max(1, n // 2) + 1))
-                start = np.zeros(n, dtype=bool)
-                start[rng.choice(n, size=size, replace=False)] = True
-            mask, err = local_search(X, z, start, k, deadline)
+        for _ in range(restarts):  # sparse random starts: good MRSS solutions use few items
+            size = k if k is not None else int(rng.integers(0, max(1, n // 2) + 1))
+            start = np.zeros(n, dtype=bool)
+            start[rng.choice(n, size=size, replace=False)] = True
+            starts.append(start)
+        best_mask, best_err, times = None, np.inf, []
+
+        def consider(mask, err):
+            nonlocal best_mask, best_err
             if err < best_err:
                 best_mask, best_err = mask.copy(), err
                 times.append(time.perf_counter() - t0)
+
+        for start in starts:
+            consider(*local_search(X, z, start.copy(), k, deadline))
             if time.perf_counter() >= deadline:
                 break
+        for it in range(iterations):
+            if time.perf_counter() >= deadline or best_err == 0.0:
+                break
+            kicked = perturb(best_mask, k, rng, strength=2 + it % 4)
+            consider(*local_search(X, z, kicked, k, deadline))
         status = Status.TIME_LIMIT if time.perf_counter() >= deadline else Status.FEASIBLE
         return self.finish(instance, best_mask.astype(np.uint8), claimed=status, objective=None,
                            seconds=time.perf_counter() - t0, time_to_first=times[0],

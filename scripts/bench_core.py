@@ -2,7 +2,8 @@
 
 RSS: x_i ~ U[-1,1], z ~ U[-1,1], n in {10, 20, 30}. MRSS: X ~ U[-1,1]^(n x d), z ~ U[-0.5,0.5]^d.
 Every residual is recomputed from the returned 0/1 mask; "opt" counts instances whose status is
-proven optimal. Usage: python scripts/bench_core.py [--time-limit 10] [--instances 5] [--out DIR]
+proven optimal. All solvers run on the same first ``--instances`` instances of each size; a last
+``exact`` row per size times the exact solver over ``--exact-instances`` instances. Usage: python scripts/bench_core.py [--time-limit 10] [--instances 5] [--out DIR]
 """
 from __future__ import annotations
 
@@ -45,10 +46,10 @@ def main(argv=None) -> int:
             insts = [milp.Instance(rng.uniform(-1, 1, n), rng.uniform(-1, 1)) for _ in range(count)]
         else:
             insts = [milp.Instance(rng.uniform(-1, 1, (n, d)), rng.uniform(-0.5, 0.5, d)) for _ in range(count)]
-        for solver in solvers:
+        runs = [(s, insts[:args.instances]) for s in solvers] + [("exact", insts)]
+        for solver, use in runs:
             if solver == "exact" and not REGISTRY["exact"]().accepts(insts[0])[0]:
                 continue
-            use = insts if solver in ("exact", "heuristic") else insts[:args.instances]
             if solver == "exact":
                 milp.solve(use[0], "exact")  # warm numpy up once
             secs, errs, opt = [], [], 0

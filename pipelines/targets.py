@@ -152,6 +152,7 @@ def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50,
     out = {}
     for ds in datasets:  # loads what the workers cached; trains here whatever is still missing
         _, info = get_trained_lenet5(ds, epochs, seed, data_dir, progress, train=trains.pop(ds), cache_dir=cache_dir)
+        info["trained_now"] = ds in missing
         out[ds] = info
     return out
 

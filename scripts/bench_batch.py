@@ -46,17 +46,23 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bench_batch", help="folder for bench_batch.txt (the printed report)")
     args = p.parse_args(argv)
+    lines: list[str] = []
+
+    def say(text: str) -> None:  # echo, and keep the line for the report file
+        print(text, flush=True)
+        lines.append(text)
 
     instances = make_instances(args.count, args.n, args.seed)
     run = dict(solver=args.solver, n_jobs=args.n_jobs, chunk_size=args.chunk_size, progress=False)
     chunk = args.chunk_size or auto_chunk_size(args.count, args.n_jobs, args.solver, instances)
-    print(f"{args.count} RSS instances, n = {args.n}, solver = {args.solver}, n_jobs = {args.n_jobs}, "
+    say(f"{args.count} RSS instances, n = {args.n}, solver = {args.solver}, n_jobs = {args.n_jobs}, "
           f"chunk size = {chunk}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
           f"(1 min) at start")
 
     t, _ = timed(lambda: solve_many(instances[:4], **run))
-    print(f"worker start-up (first 4-instance batch): {t:.2f} s")
+    say(f"worker start-up (first 4-instance batch): {t:.2f} s")
 
     no_store, with_store = [], []
     reference = None
@@ -78,16 +84,20 @@ def main(argv=None) -> int:
     statuses = {s for _, _, s in reference}
     a, b = statistics.median(no_store), statistics.median(with_store)
     overhead = 100 * (b - a) / a
-    print(f"statuses: {sorted(statuses)}; runs per setting: {args.repeats} (median reported)")
-    print(f"no store      : {a:7.2f} s wall  {args.count / a:8.1f} inst/s   runs: "
+    say(f"statuses: {sorted(statuses)}; runs per setting: {args.repeats} (median reported)")
+    say(f"no store      : {a:7.2f} s wall  {args.count / a:8.1f} inst/s   runs: "
           + ", ".join(f"{x:.2f}" for x in no_store))
-    print(f"fresh store   : {b:7.2f} s wall  {args.count / b:8.1f} inst/s   runs: "
+    say(f"fresh store   : {b:7.2f} s wall  {args.count / b:8.1f} inst/s   runs: "
           + ", ".join(f"{x:.2f}" for x in with_store))
-    print(f"store overhead: {overhead:+.1f} %  (store file {size_kb:.0f} KiB)")
-    print(f"warm store    : {warm:7.2f} s wall  {args.count / warm:8.1f} inst/s   (all {args.count} skipped)")
-    print(f"targets: wall <= 30 s: {'PASS' if max(a, b) <= 30 else 'FAIL'}; "
+    say(f"store overhead: {overhead:+.1f} %  (store file {size_kb:.0f} KiB)")
+    say(f"warm store    : {warm:7.2f} s wall  {args.count / warm:8.1f} inst/s   (all {args.count} skipped)")
+    say(f"targets: wall <= 30 s: {'PASS' if max(a, b) <= 30 else 'FAIL'}; "
           f"store overhead <= 10 %: {'PASS' if overhead <= 10 else 'FAIL'}")
-    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")
+    say(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "python scripts/bench_batch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "bench_batch.txt").write_text(f"$ {cmd.strip()}\n" + "\n".join(lines) + "\n")
     return 0
 
 

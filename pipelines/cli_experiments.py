@@ -31,7 +31,8 @@ def cmd_reproduce(args) -> int:
     wall = time.perf_counter() - t0
     cached = all(d["model_was_cached"] for d in summary["timing"]["datasets"].values())
     print(f"wall time {wall:.1f} s ({wall / 60:.2f} min) for {', '.join(datasets)}, n = {args.ns}, "
-          f"{args.epochs} epochs, solvers {solvers}; trained models {'cached' if cached else 'trained in this run'}")
+          f"{args.epochs} epochs, solvers {solvers}; trained models {'cached' if cached else 'trained in this run'} "
+          f"(model preparation {summary['timing']['training_seconds']:.0f} s)")
     print(f"results in {summary.get('out', args.out or 'results/iclr-lenet5')}: results.csv, figure3/figure4 "
           f"(.png, .pdf), summary.json, report.md")
     return 0

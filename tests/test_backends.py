@@ -58,6 +58,21 @@ def test_milp_backends_solve_small_rss_to_optimality(name):
     assert sol.error == pytest.approx(opt.error, rel=1e-6, abs=1e-12)
 
 
+# A LeNet5 (MNIST) weight at n = 5 on which CP-SAT 9.15's presolve claims a worse mask optimal
+# (0.1298 vs the optimum 0.1053, mask 00110); milp/backends/cpsat.py turns presolve off.
+FALSE_OPTIMUM = milp.Instance(np.array([0.61907642, 0.72958281, -0.48604592, 0.12292006, -0.74715953]),
+                              -0.25787514448165894)
+
+
+@pytest.mark.parametrize("name", MILP)
+def test_no_false_optimum_on_the_cpsat_presolve_instance(name):
+    backend_or_skip(name)
+    opt = milp.solve(FALSE_OPTIMUM, "exact")
+    assert opt.mask.tolist() == [0, 0, 1, 1, 0]
+    sol = milp.solve(FALSE_OPTIMUM, name, time_limit=20)
+    assert sol.error == pytest.approx(opt.error, rel=1e-9), (sol.mask, sol.status)
+
+
 @pytest.mark.parametrize("name", MILP + ["heuristic"])
 def test_warm_start_is_accepted(name):
     backend_or_skip(name)

@@ -73,3 +73,16 @@ def test_accuracy_by_hand():
     images = np.array([[1.0], [-1.0], [2.0], [-3.0]], dtype=np.float32)
     labels = np.array([1, 0, 0, 0])
     assert E.accuracy(Sign(), images, labels) == pytest.approx(75.0)
+
+
+def test_residual_comparison_against_exact_by_hand():
+    from pipelines.iclr_report import residual_comparison
+
+    ref = np.array([1e-3, 2e-3, 0.0, 4e-3])
+    res = np.array([1e-3, 5e-3, 0.0, 6e-3])  # ratios 1, 2.5, 1 (0/0 floored), 1.5
+    c = residual_comparison(res, ref)
+    assert c["count"] == 4 and c["worse_than_exact"] == 2
+    assert c["share_equal"] == 0.5 and c["share_within_2x"] == 0.75
+    assert c["max_ratio"] == pytest.approx(2.5) and c["median_ratio"] == pytest.approx(1.25)
+    # an exact optimum of zero is only matched by zero
+    assert residual_comparison(np.array([1e-9]), np.array([0.0]))["share_within_2x"] == 0.0

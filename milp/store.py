@@ -64,8 +64,10 @@ class StoreError(ValueError):
 def make_request(instance_hash: str, solver: str, options_key: dict) -> dict:
     """The description of one solve that the store key hashes (everything that affects the result)."""
     from . import __version__
+    from .backends import revision
 
-    return {"instance": instance_hash, "solver": solver, "options": options_key, "milp": __version__}
+    return {"instance": instance_hash, "solver": solver, "options": options_key, "milp": __version__,
+            "revision": revision(solver)}
 
 
 def request_key(request: dict) -> str:

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_experiments = None
     if cli_experiments is not None:
         cli_experiments.add_parsers(sub)
+        from . import cli_bench
+
+        cli_bench.add_bench_parser(sub)
     return parser
 
 

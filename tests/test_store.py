@@ -139,3 +139,14 @@ def test_empty_or_missing_file_becomes_a_store(tmp_path):
     assert empty.read_bytes()[68:72] == b"SLTH"
     with SolutionStore(tmp_path / "sub" / "new.db") as store:
         assert len(store) == 0
+
+
+def test_store_key_changes_with_the_backend_revision(monkeypatch):
+    from milp.backends import REGISTRY
+    from milp.store import make_request, request_key
+
+    before = request_key(make_request("h", "cpsat", {"time_limit": 1.0}))
+    auto_before = request_key(make_request("h", "auto", {"time_limit": 1.0}))
+    monkeypatch.setattr(REGISTRY["cpsat"], "REVISION", REGISTRY["cpsat"].REVISION + 1)
+    assert request_key(make_request("h", "cpsat", {"time_limit": 1.0})) != before
+    assert request_key(make_request("h", "auto", {"time_limit": 1.0})) != auto_before

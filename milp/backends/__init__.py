@@ -39,3 +39,10 @@ def get_backend(name: str) -> Backend:
 
 __all__ = ["Backend", "SolveOptions", "SolverNotAvailable", "UnsupportedInstance", "REGISTRY",
            "MILP_SOLVERS", "available_solvers", "get_backend"]
+
+
+def revision(name: str) -> str:
+    """What store keys record of a solver's code: its REVISION (for ``auto``, every backend's)."""
+    if name == "auto":
+        return "auto:" + ",".join(f"{k}{cls.REVISION}" for k, cls in sorted(REGISTRY.items()))
+    return f"{name}{REGISTRY[name].REVISION}" if name in REGISTRY else name

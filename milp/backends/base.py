@@ -59,6 +59,9 @@ class Backend:
     REQUIRED_MODULES: tuple[str, ...] = ()
     SUPPORTS_WARM_START: bool = False
     PROVES_OPTIMALITY: bool = False
+    #: bump when a change to the backend can change its results: stored solutions of older
+    #: revisions are then not reused (the revision is part of every store key)
+    REVISION: int = 1
 
     # --------------------------------------------------------------- capability
     @classmethod

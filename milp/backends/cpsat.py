@@ -13,6 +13,12 @@ x = (0.61907642, 0.72958281, -0.48604592, 0.12292006, -0.74715953), z = -0.25787
 presolve claims 0.1298 optimal, the optimum is 0.1053 (mask 00110). Without presolve: 0 false
 claims on the same 3 x 2572 instances (n = 5, 10, 15), and the same speed on random RSS at
 n = 20-25 (median 0.17 s to optimality at n = 20). ``tests/test_backends.py`` keeps this instance.
+
+``linearization_level`` is 0 by default (override with ``params``): the LP relaxation of subset sum
+is useless (a fractional mask reaches residual 0) and only costs time. One thread, 1 s limit, 16
+random RSS instances per size (x, z ~ U[-1, 1]): n = 20 optimal in a median 0.057 s instead of
+0.19 s; within 2x of the exact optimum at n = 25 on 10/16 instead of 4/16, at n = 30 on 4/16
+instead of 0/16; equal or better residuals on NSN MRSS (d = 4, 25, 150).
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ class CpSatBackend(Backend):
     name = "cpsat"
     REQUIRED_MODULES = ("ortools",)
     SUPPORTS_WARM_START = True
+    REVISION = 2  # 2: presolve off, linearization_level 0
 
     def version(self) -> str:
         import ortools
@@ -79,6 +86,7 @@ class CpSatBackend(Backend):
         prm.num_workers = max(1, int(options.threads))
         prm.random_seed = int(options.seed)
         prm.cp_model_presolve = False  # see the module docstring: presolve claimed false optima
+        prm.linearization_level = 0  # the LP relaxation of subset sum is useless (module docstring)
         if options.time_limit is not None:
             prm.max_time_in_seconds = float(options.time_limit)
         for key, value in options.params.items():

@@ -1,0 +1,182 @@
+"""CSV, Dolan-More performance profiles, residual-vs-time plots and the markdown summary of ``slth bench``."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .benchmark import SUITES, headline, performance_profile, solved_time
+
+COLUMNS = ["id", "suite", "n", "d", "k", "solver", "status", "residual", "reference", "reference_kind", "ratio",
+           "claimed_optimal", "claimed_optimal_beaten", "seconds", "time_to_first", "time_to_best",
+           "solver_objective", "solver_version", "message"]
+
+
+def _num(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return "inf" if x == math.inf else repr(x)
+    return str(x)
+
+
+def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_num(r.get(c)) for c in columns])
+
+
+def plot_profiles(rows: list[dict], out: Path) -> list[Path]:
+    """Two Dolan-More profiles (one panel per suite): on time to reach the reference residual,
+    and on the residual ratio itself."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suites = [s for s in SUITES if any(r["suite"] == s for r in rows)]
+    written = []
+    for kind, cost, taus, xlabel in (
+        ("time", lambda r: solved_time(r), np.logspace(0, 4, 200),
+         "tau (time to the reference residual / fastest solver's)"),
+        ("residual", lambda r: r["ratio"], np.logspace(0, 8, 200), "tau (residual / best residual)"),
+    ):
+        fig, axes = plt.subplots(1, len(suites), figsize=(4.4 * len(suites), 3.8), squeeze=False, sharey=True)
+        for ax, suite in zip(axes[0], suites):
+            sel = [r for r in rows if r["suite"] == suite]
+            solvers = [s for s in dict.fromkeys(r["solver"] for r in sel)]
+            if kind == "time":  # exact refuses big instances: profile over the solvers that ran everywhere
+                values = {s: {r["id"]: cost(r) for r in sel if r["solver"] == s} for s in solvers}
+            else:
+                values = {s: {r["id"]: cost(r) for r in sel if r["solver"] == s} for s in solvers}
+            ids = sorted({r["id"] for r in sel})
+            for s in solvers:  # an instance a solver did not run (exact refused it) is a failure
+                for i in ids:
+                    values[s].setdefault(i, math.inf)
+            prof = performance_profile(values, taus)
+            for s in solvers:
+                ax.semilogx(taus, prof[s], label=s, drawstyle="steps-post")
+            ax.set_title(f"{suite} ({len(ids)} instances)")
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("share of instances (rho)")
+        axes[0][-1].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"Dolan-More performance profile on {'time' if kind == 'time' else 'residual ratio'}")
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            p = out / f"profile_{kind}.{ext}"
+            fig.savefig(p, dpi=120)
+            written.append(p)
+        plt.close(fig)
+    return written
+
+
+def plot_residual_vs_time(rows: list[dict], out: Path) -> list[Path]:
+    """Residual ratio against seconds, every (instance, solver), one panel per suite."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suites = [s for s in SUITES if any(r["suite"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(suites), figsize=(4.4 * len(suites), 3.8), squeeze=False)
+    markers = "osv^D<>xP*"
+    for ax, suite in zip(axes[0], suites):
+        sel = [r for r in rows if r["suite"] == suite]
+        for i, s in enumerate(dict.fromkeys(r["solver"] for r in sel)):
+            pts = [(max(r["seconds"], 1e-5), min(r["ratio"], 1e12)) for r in sel if r["solver"] == s]
+            ax.loglog([p[0] for p in pts], [p[1] for p in pts], markers[i % len(markers)], ms=4, alpha=0.6, label=s)
+        ax.axhline(2, color="gray", ls=":", lw=0.8)
+        ax.set_title(suite)
+        ax.set_xlabel("seconds")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("residual / reference (no solution: 1e12)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    written = []
+    for ext in ("png", "pdf"):
+        p = out / f"residual_vs_time.{ext}"
+        fig.savefig(p, dpi=120)
+        written.append(p)
+    plt.close(fig)
+    return written
+
+
+def headline_markdown(table: list[dict]) -> list[str]:
+    lines = ["| suite | solver | instances | found | within 2x of reference | median ratio | proven optimal | "
+             "median s | claimed optimal but beaten |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['suite']} | {t['solver']} | {t['instances']} | {t['found']} | {100 * t['within_2x']:.0f}% | "
+                     f"{t['median_ratio']:.3g} | {t['proven_optimal']} | {t['median_seconds']:.3f} | "
+                     f"{t['claimed_optimal_beaten']} |")
+    return lines
+
+
+def per_size_markdown(rows: list[dict], suite: str) -> list[str]:
+    sel = [r for r in rows if r["suite"] == suite]
+    if not sel:
+        return []
+    solvers = list(dict.fromkeys(r["solver"] for r in sel))
+    sizes = sorted({(r["n"], r["d"], r["k"] or 0) for r in sel})
+    lines = [f"### {suite}: median residual ratio (share within 2x) per size", "",
+             "| n | d | k | " + " | ".join(solvers) + " |", "|---" * (3 + len(solvers)) + "|"]
+    for n, d, k in sizes:
+        cells = []
+        for s in solvers:
+            rs = [r["ratio"] for r in sel if r["solver"] == s and (r["n"], r["d"], r["k"] or 0) == (n, d, k)]
+            cells.append("-" if not rs else f"{np.median(rs):.3g} ({100 * np.mean(np.array(rs) <= 2):.0f}%)")
+        lines.append(f"| {n} | {d} | {k or '-'} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_all(rows: list[dict], summary: dict, out: Path) -> None:
+    out = Path(out)
+    write_csv(rows, out / "results.csv")
+    table = summary.get("headline") or headline(rows)
+    with open(out / "headline.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    plot_profiles(rows, out)
+    plot_residual_vs_time(rows, out)
+    st = summary.get("settings", {})
+    lines = ["# Solver benchmark (`slth bench`)", "", f"Command: `{summary.get('command', '')}`", "",
+             f"Machine: {summary.get('machine', '')}. Wall time {summary.get('wall_seconds', 0):.0f} s for "
+             f"{summary.get('instances')} instances and {summary.get('solves')} solves.", "",
+             f"Every solver runs single-threaded with the same limit of {st.get('time_limit')} s per instance. "
+             "Residuals are recomputed in float64 from the 0/1 masks. The reference of an instance is the "
+             "exact optimum where `exact` proved it (RSS/RFSS; MRSS only up to n = 22, so never in these "
+             f"suites: `exact` refused {summary.get('exact_refused', 0)} instances), else the best residual any "
+             "solver found (`reference_kind` in results.csv). Ratio = residual / reference (1 when equal within "
+             "1e-9 relative; the reference floored at 1e-15; no solution = inf). `claimed optimal but beaten` "
+             "counts solves whose solver declared optimality while another solver's mask is strictly better.", "",
+             "## Headline", ""] + headline_markdown(table)
+    tc = summary.get("target_check", {})
+    if tc:
+        best = max(tc, key=lambda s: tc[s]["share"])
+        lines += ["", "## Target: best MILP backend within 2x of the exact optimum on >= 90% of RSS instances "
+                  "with n <= 25, within 1 s each", ""]
+        lines += ["| backend | instances | within 2x and <= 1 s | share | median ratio | worst ratio |",
+                  "|---|---|---|---|---|---|"]
+        for s, c in tc.items():
+            lines.append(f"| {s} | {c['instances']} | {c['within']} | {100 * c['share']:.0f}% | "
+                         f"{c['median_ratio']:.3g} | {c['worst_ratio']:.3g} |")
+        verdict = "met" if tc[best]["share"] >= 0.9 else "NOT met"
+        lines += ["", f"Best backend: **{best}** with {100 * tc[best]['share']:.0f}%: target {verdict} "
+                  f"(time limit of this run: {st.get('time_limit')} s)."]
+    lines += ["", "## Per size", ""]
+    for s in SUITES:
+        lines += per_size_markdown(rows, s)
+    lines += ["## Figures", "", "![profile on time](profile_time.png)", "", "![profile on residual](profile_residual.png)",
+              "", "![residual vs time](residual_vs_time.png)", "",
+              "Time profile: the cost of a solve is its time to the best incumbent when it reached the reference "
+              "residual, else a failure (a solver that never matches the best residual has no time). Instances are "
+              "in `instances/` (npz, `milp.Instance.load`), with `manifest.json` giving sizes and content hashes."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,114 @@
+"""Benchmark metrics on hand-made results, suite construction, and a tiny real run."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pipelines import benchmark as B
+
+
+def row(iid, solver, residual, status="feasible", seconds=1.0, claimed=False, suite="rss", n=10, ttb=None):
+    return {"id": iid, "suite": suite, "n": n, "d": 1, "k": None, "solver": solver, "residual": residual,
+            "status": status, "claimed_optimal": claimed, "seconds": seconds, "time_to_first": None,
+            "time_to_best": ttb}
+
+
+def test_reference_is_the_exact_optimum_when_proven_else_the_best_found():
+    rows = [row("a", "exact", 1e-3, "optimal"), row("a", "cbc", 5e-4),  # exact proven: reference stays 1e-3
+            row("b", "cbc", 2e-3), row("b", "highs", 1e-3),
+            row("c", "exact", math.inf, "failed"), row("c", "cbc", math.inf, "time_limit")]
+    ref = B.reference_residuals(rows)
+    assert ref["a"] == (1e-3, "exact")
+    assert ref["b"] == (1e-3, "best_found")
+    assert ref["c"][0] == math.inf
+
+
+def test_residual_ratio_conventions():
+    assert B.residual_ratio(2e-3, 1e-3) == pytest.approx(2.0)
+    assert B.residual_ratio(1e-3 * (1 + 1e-12), 1e-3) == 1.0  # equal within tolerance
+    assert B.residual_ratio(0.0, 0.0) == 1.0
+    assert B.residual_ratio(1e-9, 0.0) == pytest.approx(1e6)  # reference floored at 1e-15
+    assert B.residual_ratio(math.inf, 1e-3) == math.inf
+
+
+def test_claimed_optimal_but_beaten_flag():
+    rows = [row("a", "cbc", 2e-6, "feasible", claimed=True),  # claimed, demoted, and beaten by exact
+            row("a", "scip", 1e-9, "optimal"),                   # proven and best: not flagged
+            row("a", "exact", 1e-9, "optimal"),
+            row("a", "highs", 1e-9 * (1 + 1e-12), "optimal"),    # tie within tolerance: not beaten
+            row("a", "heuristic", 1e-6)]                         # never claimed anything
+    out = {r["solver"]: r for r in B.annotate(rows)}
+    assert out["cbc"]["claimed_optimal_beaten"] is True
+    assert not out["scip"]["claimed_optimal_beaten"] and not out["highs"]["claimed_optimal_beaten"]
+    assert not out["heuristic"]["claimed_optimal_beaten"]
+    assert out["cbc"]["ratio"] == pytest.approx(2000.0)
+    assert out["cbc"]["reference_kind"] == "exact"
+
+
+def test_performance_profile_by_hand():
+    # costs: instance x: s1=1, s2=2; y: s1=4, s2=2; z: s1=inf (failed), s2=3
+    values = {"s1": {"x": 1.0, "y": 4.0, "z": math.inf}, "s2": {"x": 2.0, "y": 2.0, "z": 3.0}}
+    prof = B.performance_profile(values, [1.0, 2.0, 1e9])
+    assert prof["s1"] == pytest.approx([1 / 3, 2 / 3, 2 / 3])  # ratios 1, 2, inf
+    assert prof["s2"] == pytest.approx([2 / 3, 1.0, 1.0])      # ratios 2, 1, 1
+    # every solver failed on an instance: a failure for all
+    assert B.performance_profile({"a": {"x": math.inf}, "b": {"x": math.inf}}, [1e9]) == {"a": [0.0], "b": [0.0]}
+
+
+def test_solved_time_uses_time_to_best_only_when_the_reference_is_reached():
+    assert B.solved_time({"ratio": 1.0, "time_to_best": 0.2, "seconds": 1.0}) == 0.2
+    assert B.solved_time({"ratio": 1.0, "time_to_best": None, "seconds": 1.0}) == 1.0
+    assert B.solved_time({"ratio": 3.0, "time_to_best": 0.2, "seconds": 1.0}) == math.inf
+
+
+def test_target_check_counts_within_2x_and_time():
+    rows = [row(f"i{j}", "exact", 1.0, "optimal", n=20) for j in range(4)]
+    rows += [row("i0", "cpsat", 1.5, seconds=0.5, n=20), row("i1", "cpsat", 3.0, seconds=0.5, n=20),
+             row("i2", "cpsat", 1.0, seconds=2.0, n=20), row("i3", "cpsat", 1.0, seconds=0.9, n=20)]
+    tc = B.target_check(B.annotate(rows))
+    assert tc["cpsat"]["instances"] == 4 and tc["cpsat"]["within"] == 2  # i0 and i3
+    assert tc["cpsat"]["share"] == 0.5
+
+
+def test_suites_are_deterministic_and_follow_the_papers():
+    a, b = B.suite_rss(2), B.suite_rss(2)
+    assert [x.instance.content_hash() for x in a] == [x.instance.content_hash() for x in b]
+    assert sorted({x.meta["n"] for x in a}) == list(B.RSS_NS)
+    rf = B.suite_rfss(1)
+    assert {(x.meta["n"], x.meta["k"]) for x in rf} >= {(40, 10), (40, 20), (10, 2), (10, 5)}
+    mr = [x for x in B.suite_mrss(1) if x.meta["d"] == 25 and x.meta["n"] == 128][0]
+    assert mr.instance.cardinality == 11  # k = floor(sqrt(n)), n >= k^2
+    assert np.abs(mr.instance.target).sum() == pytest.approx(math.sqrt(11) / 2)  # ||z||_1 <= sqrt(k)
+    X = B.nsn(np.random.default_rng(0), 20000, 3)  # NSN: product of two standard normals, var 1, kurtosis 9
+    assert X.var() == pytest.approx(1.0, rel=0.05)
+    assert (X ** 4).mean() / X.var() ** 2 == pytest.approx(9.0, rel=0.2)
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(B.BenchError, match="--suite"):
+        B.check_args(["nope"], ["exact"], 1.0, 1, 1)
+    with pytest.raises(B.BenchError, match="--solvers"):
+        B.check_args(["rss"], ["magic"], 1.0, 1, 1)
+    with pytest.raises(B.BenchError, match="--time-limit"):
+        B.check_args(["rss"], ["exact"], -1.0, 1, 1)
+    with pytest.raises(B.BenchError, match="--repeats"):
+        B.check_args(["rss"], ["exact"], 1.0, 0, 1)
+
+
+def test_a_tiny_real_run_writes_everything(tmp_path, monkeypatch):
+    monkeypatch.setattr(B, "RSS_NS", (8, 12))
+    out = tmp_path / "bench"
+    s = B.run_bench(["rss"], ["exact", "heuristic", "cpsat"], time_limit=2.0, repeats=2, out=out, n_jobs=1,
+                    store=tmp_path / "b.sqlite", progress=False)
+    for name in ("results.csv", "headline.csv", "summary.md", "summary.json", "profile_time.png",
+                 "profile_residual.pdf", "residual_vs_time.png", "instances/manifest.json"):
+        assert (out / name).exists(), name
+    head = {t["solver"]: t for t in s["headline"]}
+    assert head["exact"]["within_2x"] == 1.0 and head["exact"]["proven_optimal"] == 4
+    assert head["cpsat"]["claimed_optimal_beaten"] == 0
+    manifest = json.loads((out / "instances/manifest.json").read_text())
+    import milp
+
+    inst = milp.Instance.load(out / "instances" / manifest[0]["file"])
+    assert inst.content_hash() == manifest[0]["content_hash"]

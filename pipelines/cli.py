@@ -13,6 +13,16 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -134,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         from . import cli_bench
 
         cli_bench.add_bench_parser(sub)
+        from . import construct
+
+        construct.add_prune_verify_parsers(sub)
     return parser
 
 

@@ -26,7 +26,7 @@ def cmd_reproduce(args) -> int:
     t0 = time.perf_counter()
     summary = run_experiment(datasets=datasets, ns=args.ns, solvers=solvers, epochs=args.epochs, seed=args.seed,
                              out=args.out, time_limit=args.time_limit, n_jobs=args.n_jobs, data_dir=args.data_dir,
-                             store=args.store, progress=not args.quiet,
+                             store=args.store, progress=not args.quiet, recompute_metrics=args.recompute_metrics,
                              command="slth " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     wall = time.perf_counter() - t0
     cached = all(d["model_was_cached"] for d in summary["timing"]["datasets"].values())
@@ -53,5 +53,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data-dir", default=None, help="directory of standard IDX files instead of the installed data")
     p.add_argument("--store", default=None, help="SQLite store of solved instances (default: in the cache)")
     p.add_argument("--out", default=None, help="output folder (default results/iclr-lenet5)")
+    p.add_argument("--recompute-metrics", action="store_true",
+                   help="recompute the float64 output metrics even where a cached entry matches")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_reproduce)

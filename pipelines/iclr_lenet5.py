@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -75,8 +77,12 @@ def approximate(params, masks: np.ndarray, X: np.ndarray):
 
 
 def max_rel_weight_error(params, approx) -> tuple[float, dict]:
-    """Figure 3 metric: per tensor max|p - p'| / max|p|, and the max over tensors."""
-    per = {name: float(np.abs(p - q).max() / np.abs(p).max()) for (name, p), (_, q) in zip(params, approx)}
+    """Figure 3 metric: per tensor max|p - p'| / max|p|, and the max over tensors. An all-zero tensor
+    counts 0 when approximated exactly (the empty subset) and inf otherwise."""
+    per = {}
+    for (name, p), (_, q) in zip(params, approx):
+        err, top = float(np.abs(p - q).max()), float(np.abs(p).max())
+        per[name] = err / top if top > 0 else (0.0 if err == 0 else float("inf"))
     return max(per.values()), per
 
 
@@ -152,6 +158,63 @@ def substituted_model(model, approx, dtype=None):
     return g
 
 
+#: bump when the metric definitions change: cached metrics of older versions are then ignored
+METRICS_VERSION = 1
+
+
+def metrics_key(model, approx, data) -> str:
+    """Content hash of everything the output metrics and the accuracy depend on: the whole trained
+    model, the substituted conv parameters (float64 bytes) and the images and labels."""
+    h = hashlib.sha256(f"iclr-lenet5-metrics/{METRICS_VERSION}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
+    for name, q in approx:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(q, dtype=np.float64).tobytes())
+    for split in ("train", "test"):
+        images, labels = data[split]
+        h.update(split.encode())
+        h.update(data.get(f"{split}_digest") or _digest(images, labels, data, split))
+    return h.hexdigest()
+
+
+def _digest(images, labels, data, split) -> bytes:
+    d = hashlib.sha256()
+    d.update(np.ascontiguousarray(np.asarray(images)).tobytes())
+    d.update(np.ascontiguousarray(np.asarray(labels)).tobytes())
+    data[f"{split}_digest"] = d.digest()
+    return data[f"{split}_digest"]
+
+
+def _cached_metrics(cache_dir, key: str):
+    """The cached metrics for ``key`` (JSON, never code), or None. A damaged entry is ignored
+    (and recomputed), never trusted."""
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / f"{key}.json"
+    try:
+        entry = json.loads(path.read_text())
+        if entry.get("key") != key or entry.get("version") != METRICS_VERSION:
+            return None
+        return {k: entry[k] for k in ("train", "test", "accuracy")}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        print(f"warning: ignoring a damaged metrics cache entry {path}; recomputing", flush=True)
+        return None
+
+
+def _save_metrics(cache_dir, key: str, metrics: dict) -> None:
+    if cache_dir is None:
+        return
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"key": key, "version": METRICS_VERSION, **metrics}))
+    os.replace(tmp, cache_dir / f"{key}.json")  # atomic: a kill leaves the old entry or none
+
+
 @dataclass
 class SweepPoint:
     dataset: str
@@ -172,11 +235,14 @@ class SweepPoint:
 
 
 def run_sweep_point(model, params, data, n: int, solver: str, seed: int, time_limit, n_jobs: int,
-                    store, progress: bool, dataset: str) -> SweepPoint:
+                    store, progress: bool, dataset: str, metrics_cache=None, reuse_metrics: bool = True) -> SweepPoint:
     """Solve the 2572 instances for one n, substitute, and measure.
 
     ``data``: {"train": (images, labels), "test": (...), "train_out"/"test_out": the target's
-    float64 conv outputs from :func:`target_outputs`}."""
+    float64 conv outputs from :func:`target_outputs`}. ``metrics_cache``: a folder where the output
+    metrics and accuracy are kept under :func:`metrics_key` (they are a pure function of the model,
+    the substituted weights and the data, so a rerun with the same solutions reuses them; with
+    ``reuse_metrics=False`` they are recomputed and the entry rewritten); None: no cache."""
     from milp.batch import solve_many
 
     instances, X, flat = build_instances(params, n, seed)
@@ -196,10 +262,18 @@ def run_sweep_point(model, params, data, n: int, solver: str, seed: int, time_li
     wmax, per = max_rel_weight_error(params, approx)
     import torch
 
-    g64 = substituted_model(model, approx, dtype=torch.float64)
-    tr = output_errors(data["train_out"], conv_outputs(g64.features, data["train"][0]))
-    te = output_errors(data["test_out"], conv_outputs(g64.features, data["test"][0]))
-    g = substituted_model(model, approx)
+    key = metrics_key(model, approx, data)
+    cached = _cached_metrics(metrics_cache, key) if reuse_metrics else None
+    if cached is not None:
+        tr, te, acc = cached["train"], cached["test"], cached["accuracy"]
+    else:
+        if "train_out" not in data:
+            target_outputs(model, data)  # the target's float64 outputs, once per data set
+        g64 = substituted_model(model, approx, dtype=torch.float64)
+        tr = output_errors(data["train_out"], conv_outputs(g64.features, data["train"][0]))
+        te = output_errors(data["test_out"], conv_outputs(g64.features, data["test"][0]))
+        acc = accuracy(substituted_model(model, approx), *data["test"])
+        _save_metrics(metrics_cache, key, {"train": tr, "test": te, "accuracy": acc})
     statuses: dict[str, int] = {}
     for s in sols:
         statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
@@ -208,7 +282,7 @@ def run_sweep_point(model, params, data, n: int, solver: str, seed: int, time_li
     residuals = np.array([s.error if s.found else abs(float(flat[i])) for i, s in enumerate(sols)])
     return SweepPoint(dataset=dataset, n=n, solver=solver, max_rel_weight_error=wmax,
                       max_rel_output_error_train=tr["per_image"], max_rel_output_error_test=te["per_image"],
-                      test_accuracy=accuracy(g, *data["test"]), solve_seconds=wall,
+                      test_accuracy=acc, solve_seconds=wall,
                       global_rel_output_error_train=tr["global"], global_rel_output_error_test=te["global"],
                       per_tensor_weight_error=per, statuses=statuses,
                       max_param_residual=float(residuals.max()),
@@ -230,12 +304,14 @@ def load_data(dataset: str, data_dir=None) -> dict:
 
 def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 30), solvers=("auto",),
                    epochs: int = 50, seed: int = 0, out=None, time_limit=None, n_jobs: int = 2, data_dir=None,
-                   store=None, progress: bool = True, command: str = "") -> dict:
+                   store=None, progress: bool = True, command: str = "", recompute_metrics: bool = False) -> dict:
     """Train (or load) LeNet5 per data set, run the subset-sum sweep for every solver and n, and
     write results.csv, figure3/figure4 (PNG+PDF), summary.json and report.md into ``out``.
 
     Resumable: trained models are cached by config hash, solved instances live in the SQLite store
-    (default ``<cache>/stores/iclr-lenet5.sqlite``), so a rerun only recomputes the metrics.
+    (default ``<cache>/stores/iclr-lenet5.sqlite``), and the output metrics of a sweep point are
+    cached under a hash of (model, substituted weights, data) in ``<cache>/stores/iclr-metrics/``
+    (``recompute_metrics=True`` ignores and rewrites them).
     """
     import os
     import platform
@@ -246,6 +322,7 @@ def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 3
 
     out = results_dir("iclr-lenet5", out)
     store = store if store is not None else store_dir() / "iclr-lenet5.sqlite"
+    metrics_cache = store_dir() / "iclr-metrics"
     t_start = time.perf_counter()
     timing: dict = {"datasets": {}}
     # Train every missing model first (in parallel 1-thread processes when two are missing).
@@ -263,7 +340,6 @@ def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 3
         t_load = time.perf_counter() - t0
         model, info = get_trained_lenet5(ds, epochs=epochs, seed=seed, data_dir=data_dir, progress=progress)
         t_train = time.perf_counter() - t0 - t_load
-        target_outputs(model, data)
         params = conv_parameters(model.features)
         count = sum(p.size for _, p in params)
         l1 = kernel_l1_norms(params)
@@ -280,7 +356,8 @@ def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 3
             for n in ns:
                 t1 = time.perf_counter()
                 point = run_sweep_point(model, params, data, n, solver, seed, time_limit, n_jobs, store,
-                                        progress, ds)
+                                        progress, ds, metrics_cache=metrics_cache,
+                                        reuse_metrics=not recompute_metrics)
                 row = asdict(point)
                 residuals[f"{ds}/{solver}/{n}"] = row.pop("residuals")
                 rows.append(row)

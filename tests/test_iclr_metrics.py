@@ -86,3 +86,41 @@ def test_residual_comparison_against_exact_by_hand():
     assert c["max_ratio"] == pytest.approx(2.5) and c["median_ratio"] == pytest.approx(1.25)
     # an exact optimum of zero is only matched by zero
     assert residual_comparison(np.array([1e-9]), np.array([0.0]))["share_within_2x"] == 0.0
+
+
+def test_sweep_point_metrics_are_cached_by_content_and_damage_is_recomputed(tmp_path, monkeypatch):
+    from models.lenet5 import LeNet5
+
+    rng = np.random.default_rng(0)
+    model = LeNet5(seed=3)
+    data = {"train": (rng.random((6, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 6)),
+            "test": (rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4))}
+    params = E.conv_parameters(model.features)
+    cache = tmp_path / "metrics"
+    args = (model, params, data, 3, "exact", 0, None, 1, None, False, "mnist")
+    first = E.run_sweep_point(*args, metrics_cache=cache)
+    assert len(list(cache.glob("*.json"))) == 1 and first.max_rel_output_error_train > 0
+
+    real = E.conv_outputs
+    monkeypatch.setattr(E, "conv_outputs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = E.run_sweep_point(*args, metrics_cache=cache)  # same model, masks and data: from the cache
+    assert (again.max_rel_output_error_train, again.max_rel_output_error_test, again.test_accuracy) == \
+           (first.max_rel_output_error_train, first.max_rel_output_error_test, first.test_accuracy)
+    with pytest.raises(AssertionError, match="recomputed"):
+        E.run_sweep_point(*args, metrics_cache=cache, reuse_metrics=False)
+    with pytest.raises(AssertionError, match="recomputed"):  # other data: another key
+        other = {"train": (data["train"][0] * 0.5, data["train"][1]), "test": data["test"]}
+        E.run_sweep_point(model, params, other, 3, "exact", 0, None, 1, None, False, "mnist", metrics_cache=cache)
+
+    monkeypatch.setattr(E, "conv_outputs", real)
+    entry = next(cache.glob("*.json"))
+    entry.write_text("{not json")
+    fixed = E.run_sweep_point(*args, metrics_cache=cache)  # damaged entry: recomputed, rewritten
+    assert fixed.max_rel_output_error_train == first.max_rel_output_error_train
+    assert entry.read_text().startswith("{\"key\"")
+
+
+def test_figure3_metric_of_an_all_zero_tensor():
+    params = [("w", np.array([1.0, -2.0])), ("b", np.zeros(2))]
+    assert E.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.zeros(2))]) == (0.0, {"w": 0.0, "b": 0.0})
+    assert E.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.array([0.0, 1e-3]))])[0] == float("inf")

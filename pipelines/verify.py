@@ -1,0 +1,175 @@
+"""How close is the pruned random network g to the target f on [0, 1]^{D x D x c0}? Three numbers.
+
+- empirical: max over a data set of ||f(X) - g(X)||_max (absolute, and relative as in Figure 4 of
+  the ICLR paper: per input, max error / max |f(X)|, then the max over inputs);
+- adversarial: projected gradient ascent on X in [0, 1]^{...} maximising ||f(X) - g(X)||_max from
+  several starts (random points and the worst data points): a lower bound on the supremum;
+- certified: an upper bound valid for every X in the domain, from the effective kernels of the
+  pruned blocks (Section 4.2, Eq. 2), the Tensor Convolution Inequality (Appendix A, Proposition 1,
+  used per output channel as in its proof) and the layer-by-layer propagation of Appendix B, with
+  the actual norms of the target kernels; ReLU and max-pooling are 1-Lipschitz in the max norm.
+
+All computations in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _f64(module: nn.Module) -> nn.Module:
+    """A float64 copy in eval mode (pruned networks are rebuilt from their state_dict: after a forward
+    pass their masked ``weight`` attributes are non-leaf tensors that deepcopy refuses)."""
+    import copy
+
+    from models.random_cnn import PrunedRandomCNN
+
+    if isinstance(module, PrunedRandomCNN):
+        clone = PrunedRandomCNN(module.layers_spec, module.n).double()
+        clone.load_state_dict({k: v.detach().double() for k, v in module.state_dict().items()})
+        return clone.eval()
+    return copy.deepcopy(module).double().eval()
+
+
+def max_abs_errors(f: nn.Module, g: nn.Module, X: torch.Tensor, batch_size: int = 200):
+    """Per input: max |f(X) - g(X)| and max |f(X)| (float64)."""
+    err, top = [], []
+    with torch.no_grad():
+        for s in range(0, len(X), batch_size):
+            x = X[s:s + batch_size].double()
+            fx, gx = f(x).flatten(1), g(x).flatten(1)
+            err.append((fx - gx).abs().amax(1))
+            top.append(fx.abs().amax(1))
+    return torch.cat(err), torch.cat(top)
+
+
+def empirical(f, g, X) -> dict:
+    err, top = max_abs_errors(f, g, X)
+    rel = torch.where(top > 0, err / top.clamp_min(1e-300), torch.where(err > 0, torch.inf, torch.zeros(())))
+    return {"abs": float(err.max()), "rel_per_image": float(rel.max()), "rel_global": float(err.max() / top.max()),
+            "max_abs_f": float(top.max()), "worst": int(err.argmax())}
+
+
+def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
+                step_size: float = 0.05, seed: int = 0) -> dict:
+    """Projected (sign-)gradient ascent on ||f(X) - g(X)||_max over X in [0, 1]^shape. Starts from
+    ``restarts`` uniform random points plus ``starts`` (e.g. the worst data points); every iterate
+    is evaluated, so the result is >= the error at every start. A lower bound on the sup."""
+    gen = torch.Generator().manual_seed(seed)
+    X0 = torch.rand((restarts, *shape), generator=gen, dtype=torch.float64)
+    if starts is not None and len(starts):
+        X0 = torch.cat([X0, starts.double()])
+    X = X0.clone().requires_grad_(True)
+    best = torch.zeros(len(X0), dtype=torch.float64)
+    for it in range(steps + 1):
+        diff = (f(X) - g(X)).flatten(1).abs().amax(1)
+        best = torch.maximum(best, diff.detach())
+        if it == steps:
+            break
+        (grad,) = torch.autograd.grad(diff.sum(), X)
+        with torch.no_grad():
+            X += step_size * grad.sign()
+            X.clamp_(0.0, 1.0)
+        step_size *= 0.97
+    return {"abs": float(best.max()), "restarts": int(restarts), "starts_from_data": 0 if starts is None else len(starts),
+            "steps": steps}
+
+
+def _channel_l1(W: torch.Tensor) -> torch.Tensor:
+    """Per output channel l: sum |W[l]| (PyTorch layout c1 x c0 x d x d)."""
+    return W.abs().flatten(1).sum(1)
+
+
+def certified(target: nn.Sequential, pruned, input_bound: float = 1.0) -> dict:
+    """Upper bound on sup_X ||f(X) - g(X)||_max over X in [0, input_bound]^{...}.
+
+    Layer by layer (Appendix B): e = bound on ||x - x~|| (target vs pruned activations, e = 0 at
+    the input), B = bound on ||x|| of the target, Bt = bound on ||x~||. For a conv (K, b) replaced by
+    its block with effective kernel (L, c) (exact on non-negative inputs, Section 4.2 Eq. 1-2):
+        ||K*x + b - (L*x~ + c)|| <= max_l ||K_l||_1 e + max_l (||K_l - L_l||_1 Bt + |b_l - c_l|)
+    (Proposition 1 per output channel), then B' = max_l(||K_l||_1 B + |b_l|),
+    Bt' = min(max_l(||L_l||_1 Bt + |c_l|), B' + e'). ReLU / max-pool: 1-Lipschitz, e, B, Bt unchanged.
+    Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|."""
+    from models.random_cnn import check_target
+
+    layers = check_target(target)
+    eff = iter(pruned.effective())
+    e, B, Bt = 0.0, float(input_bound), float(input_bound)
+    per_layer = []
+    for i, m in enumerate(layers):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        K = m.weight.detach().double()
+        b = m.bias.detach().double() if m.bias is not None else torch.zeros(K.shape[0], dtype=torch.float64)
+        L, c = next(eff)
+        c = c if c is not None else torch.zeros_like(b)
+        nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
+        db = (b - c).abs()
+        e_new = float(nK.max()) * e + float((nD * Bt + db).max())
+        B_new = float((nK * B + b.abs()).max())
+        Bt_new = min(float((nL * Bt + c.abs()).max()), B_new + e_new)
+        e, B, Bt = e_new, B_new, Bt_new
+        per_layer.append({"layer": i, "error_bound": e, "target_l1_max": float(nK.max()), "target_l1_total":
+                          float(K.abs().sum()), "max_entry_error": float((K - L).abs().max()),
+                          "max_bias_error": float(db.max()) if db.numel() else 0.0})
+    # float64 rounding of the sums above is ~1e-16 relative: widen by 1e-9 relative to stay an upper bound
+    return {"abs": e * (1 + 1e-9) + 1e-300, "output_bound": B, "layers": per_layer}
+
+
+def verify(target: nn.Sequential, pruned, data: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
+           seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None) -> dict:
+    """The three numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64).
+
+    ``data``: inputs in [0, 1] (N x c0 x D x D); ``input_shape`` (c0, D, D) is needed without data.
+    ``evaluate_with``: a module computing the same function as ``pruned`` to run the empirical and
+    adversarial passes with (e.g. ``pruned.compact()``, much faster); the certificate always uses
+    ``pruned``'s masks."""
+    f, g = _f64(target), _f64(evaluate_with if evaluate_with is not None else pruned)
+    for p in list(f.parameters()) + list(g.parameters()):
+        p.requires_grad_(False)
+    if data is not None:
+        if data.min() < 0 or data.max() > 1:
+            raise ValueError("data: inputs must lie in the domain [0, 1] (scale them first)")
+        emp = empirical(f, g, data)
+        err, _ = max_abs_errors(f, g, data)
+        worst = data[err.argsort(descending=True)[:4]]
+        shape = tuple(data.shape[1:])
+    else:
+        if input_shape is None:
+            raise ValueError("input_shape: give (c0, D, D) when no data set is given")
+        emp, worst, shape = None, None, tuple(input_shape)
+    adv = adversarial(f, g, shape, starts=worst, restarts=restarts, steps=steps, seed=seed)
+    cert = certified(target, pruned)
+    out = {"empirical": emp, "adversarial": adv, "certified": cert}
+    top = emp["max_abs_f"] if emp else math.nan
+    out["summary"] = {"empirical_abs": emp["abs"] if emp else math.nan, "adversarial_abs": adv["abs"],
+                      "certified_abs": cert["abs"], "empirical_rel": emp["rel_per_image"] if emp else math.nan,
+                      "adversarial_rel": adv["abs"] / top if emp else math.nan,
+                      "certified_rel": cert["abs"] / top if emp else math.nan,
+                      "ordered": bool((emp is None or emp["abs"] <= adv["abs"] * (1 + 1e-12)) and
+                                      adv["abs"] <= cert["abs"])}
+    return out
+
+
+def effective_network(target: nn.Sequential, pruned) -> nn.Sequential:
+    """An independent computation of g: the target's architecture with every conv replaced by the
+    effective kernel and bias of its pruned block (valid because every block input is >= 0)."""
+    import copy
+
+    net = copy.deepcopy(target).double()
+    eff = iter(pruned.effective())
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                L, c = next(eff)
+                m.weight.copy_(L)
+                if m.bias is not None:
+                    m.bias.copy_(c)
+    return net.eval()
+
+
+def as_numpy_summary(res: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res["summary"].items()}

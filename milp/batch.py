@@ -213,10 +213,19 @@ def _dask_backend(client):
     task returns: when Dask itself fails a task (``KilledWorker``: its worker process died on every
     retry) the future gets the exception but ``Parallel`` waits for it forever. This subclass calls
     joblib's completion callback with that exception, so it is raised like any task error.
+
+    It also never reports fewer than 2 jobs: ``Parallel`` runs everything *sequentially in the
+    calling process* when the backend's effective n_jobs is 1, which the Dask backend returns for a
+    cluster with one single-threaded worker, or while a dead worker is being restarted. Then a chunk
+    that kills its process would kill the client (seen as a flaky test: the worker-death test
+    killed pytest). Dask places the tasks on its workers whatever this number is.
     """
     from joblib._dask import DaskDistributedBackend
 
     class _ReportingDaskBackend(DaskDistributedBackend):
+        def effective_n_jobs(self, n_jobs):
+            return max(2, super().effective_n_jobs(n_jobs))
+
         def submit(self, func, callback=None):
             future = super().submit(func, callback)
 

@@ -220,6 +220,47 @@ def test_dask_worker_death_fails_one_instance_and_the_batch_continues(dask_clust
     assert all(s.status == Status.OPTIMAL for i, s in enumerate(sols) if i != 4)
 
 
+ONE_WORKER = """
+import os, sys
+import numpy as np
+import milp
+from milp import batch
+
+POISON = 0.777
+
+def killer(payloads, *common):
+    for p in payloads:
+        if float(p[2][0]) == POISON:
+            os._exit(3)
+    return batch._solve_chunk(payloads, *common)
+
+if __name__ == "__main__":
+    import distributed
+    rng = np.random.default_rng(0)
+    instances = [milp.Instance(rng.uniform(-1, 1, 10), rng.uniform(-1, 1)) for _ in range(6)]
+    instances.insert(2, milp.Instance(np.linspace(-1, 1, 10), POISON))
+    with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        sols = milp.solve_many(instances, solver="exact", backend="dask", scheduler=cluster.scheduler_address,
+                               chunk_size=2, progress=False, _worker=killer)
+    print("STATUSES", ",".join(s.status.value for s in sols), flush=True)
+"""
+
+
+def test_dask_with_one_worker_never_runs_chunks_in_the_client(tmp_path):
+    """joblib runs a Dask batch in the calling process when the cluster has one 1-thread worker
+    (effective n_jobs 1): a chunk that kills its process would then kill the client. Regression test
+    in a subprocess, so a failure is reported instead of taking pytest down."""
+    pytest.importorskip("distributed")
+    (tmp_path / "one_worker.py").write_text(ONE_WORKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(tmp_path / "one_worker.py")], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, f"the client process died (exit {out.returncode}): {out.stderr[-2000:]}"
+    statuses = out.stdout.split("STATUSES ")[1].strip().split(",")
+    assert statuses[2] == "failed" and statuses.count("optimal") == 6, statuses
+
+
 # ----------------------------------------------------------------------------- arguments & I/O
 @pytest.mark.parametrize("kwargs, field", [
     (dict(n_jobs=0), "n_jobs"), (dict(n_jobs=-2), "n_jobs"), (dict(n_jobs=1.5), "n_jobs"),

@@ -35,8 +35,12 @@ class CbcBackend(Backend):
         scale = float(options.params.get("scale", 1.0))
         enc = Encoding(instance, scale)
         prob = pulp.LpProblem("subset_sum", pulp.LpMinimize)
-        a = [pulp.LpVariable(f"a_{i}", cat=pulp.LpBinary) for i in range(instance.n)]
-        t = pulp.LpVariable("t", lowBound=0, upBound=enc.t_upper)
+        if hasattr(prob, "add_variable"):  # PuLP >= 3.3 (constructing LpVariable directly is deprecated)
+            a = [prob.add_variable(f"a_{i}", cat=pulp.LpBinary) for i in range(instance.n)]
+            t = prob.add_variable("t", lowBound=0, upBound=enc.t_upper)
+        else:
+            a = [pulp.LpVariable(f"a_{i}", cat=pulp.LpBinary) for i in range(instance.n)]
+            t = pulp.LpVariable("t", lowBound=0, upBound=enc.t_upper)
         prob += t
         for name, coefs, ct, sense, rhs in enc.rows():
             expr = pulp.lpSum(float(c) * ai for c, ai in zip(coefs, a) if c != 0.0) + ct * t

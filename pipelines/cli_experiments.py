@@ -14,9 +14,25 @@ def cmd_reproduce(args) -> int:
     from .cli import CliError
     from .iclr_lenet5 import run_experiment
 
-    if args.experiment != "iclr-lenet5":
-        raise CliError(f"unknown experiment {args.experiment!r}; available: iclr-lenet5")
+    if args.experiment not in ("iclr-lenet5", "iclr-construction"):
+        raise CliError(f"unknown experiment {args.experiment!r}; available: iclr-lenet5, iclr-construction")
     datasets = ["mnist", "fashion-mnist"] if args.dataset == "both" else [args.dataset]
+    if args.experiment == "iclr-construction":  # the pruned random network of Lemma 2 / Theorem 1
+        from .construct import run_study
+
+        if "," in args.solver:
+            raise CliError("--solver: iclr-construction takes one solver")
+        for flag, value, default in (("--epochs", args.epochs, 50), ("--data-dir", args.data_dir, None),
+                                     ("--time-limit", args.time_limit, None), ("--store", args.store, None)):
+            if value != default:
+                raise CliError(f"{flag}: not supported by iclr-construction (it uses the cached 50-epoch LeNet5 "
+                               f"of iclr-lenet5 and its own store)")
+        t0 = time.perf_counter()
+        summary = run_study(datasets, args.ns, solver=args.solver, seed=args.seed, n_jobs=args.n_jobs, out=args.out,
+                            progress=not args.quiet, command="slth " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        print(f"wall time {time.perf_counter() - t0:.1f} s; results in {args.out or 'results/iclr-construction'}: "
+              f"results.csv, construction_errors/construction_sizes (.png, .pdf), summary.json, report.md")
+        return 0
     import milp
 
     solvers = _csv(args.solver)
@@ -41,8 +57,9 @@ def cmd_reproduce(args) -> int:
 def add_parsers(sub) -> None:
     from .cli import _int_list, _positive_float
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's experiment (iclr-lenet5)")
-    p.add_argument("experiment", help="iclr-lenet5")
+    p = sub.add_parser("reproduce", help="reproduce a paper's experiment (iclr-lenet5, iclr-construction)")
+    p.add_argument("experiment", help="iclr-lenet5 (Section 3, Figs. 3-4) or iclr-construction (the pruned random "
+                                      "network of Lemma 2 / Theorem 1 for the trained LeNet5, verified three ways)")
     p.add_argument("--dataset", default="both", choices=["mnist", "fashion-mnist", "both"])
     p.add_argument("--ns", type=_int_list, default=[5, 10, 15, 20, 25, 30], help="sample sizes, e.g. 5,10,15")
     p.add_argument("--solver", default="auto", help="solver name, or several comma-separated (auto,cpsat)")

@@ -162,6 +162,13 @@ def run_study(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 30), s
     return summary
 
 
+def rewrite_report(out) -> None:
+    """Rewrites results.csv, the figures and report.md from a study's summary.json (no recomputation)."""
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    _write(summary["results"], summary, out)
+
+
 def _write(rows, summary, out: Path) -> None:
     import matplotlib
 
@@ -178,19 +185,21 @@ def _write(rows, summary, out: Path) -> None:
     for ax, ds in zip(axes[0], datasets):
         pts = [r for r in rows if r["dataset"] == ds]
         xs = [r["overparam_factor"] for r in pts]
-        for key, label, m in (("empirical_rel", "empirical (2000 test images)", "o"),
-                              ("adversarial_rel", "adversarial (PGD, lower bound on sup)", "s"),
-                              ("certified_rel", "certified (upper bound, Appendix A-B)", "^")):
-            ax.loglog(xs, [r[key] for r in pts], "-", marker=m, label=label)
-        for r in pts:
-            ax.annotate(f"n={r['n']}", (r["overparam_factor"], r["empirical_rel"]), fontsize=7,
+        # one normalisation for all three: the largest target activation over the same images
+        top = [r["adversarial_abs"] / r["adversarial_rel"] for r in pts]
+        for key, label, m in (("empirical_abs", "empirical (test images)", "o"),
+                              ("adversarial_abs", "adversarial (PGD, lower bound on sup)", "s"),
+                              ("certified_abs", "certified (upper bound, Appendix A-B)", "^")):
+            ax.loglog(xs, [r[key] / t for r, t in zip(pts, top)], "-", marker=m, label=label)
+        for r, t in zip(pts, top):
+            ax.annotate(f"n={r['n']}", (r["overparam_factor"], r["empirical_abs"] / t), fontsize=7,
                         textcoords="offset points", xytext=(3, -10))
         ax.axhline(1e-3, color="gray", ls=":", lw=0.8)
         ax.axvline(30, color="gray", ls=":", lw=0.8)
         ax.set_title({"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(ds, ds))
         ax.set_xlabel("over-parameterisation (random network params / target params)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("max relative output error of the conv part")
+    axes[0][0].set_ylabel("max |f(X) - g(X)| / max |f(X)| (conv part)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("Pruned random CNN (ICLR 2022 Lemma 2 / Theorem 1) vs trained LeNet5 conv part")
     fig.tight_layout()
@@ -226,7 +235,8 @@ def _write(rows, summary, out: Path) -> None:
              "Unif[-1, 1]; T = block diagonal; S prunes U's negative entries and keeps the RSS solution of every "
              "target entry (biases: footnote 1). Errors are on the conv part's output (16 x 7 x 7), in float64; "
              "relative = divided by the largest target activation (per image for the empirical one, as in Figure 4; "
-             "the adversarial and certified ones are divided by the largest target activation over the same images). "
+             "the adversarial and certified ones are divided by the largest target activation over the same images; the "
+             "figure divides all three by that one number). "
              "`stitch` = max |pruned network - effective-kernel network| on 200 images (the stitching is exact "
              "when this is at float64 rounding level).", "",
              "| data set | n | factor | random params | kept | empirical abs | adversarial abs | certified abs | "
@@ -240,14 +250,45 @@ def _write(rows, summary, out: Path) -> None:
                      f"{r['max_entry_residual']:.2e} | {r['stitch_vs_effective']:.1e} |")
     lines += ["", "## Against the paper", ""]
     for ds in datasets:
-        at20 = [r for r in rows if r["dataset"] == ds and r["n"] == 20]
-        if at20:
-            r = at20[0]
-            lines.append(f"- {ds}, n = 20: the random network has {r['overparam_factor']:.1f}x the target's parameters "
-                         f"(paper: 'roughly 30'), relative output error empirical {r['empirical_rel']:.1e}, adversarial "
-                         f"{r['adversarial_rel']:.1e}, certified {r['certified_rel']:.1e} (paper: about 1e-3 for the "
-                         f"weight-substitution experiment of Section 3, where each weight gets n fresh Unif[-1,1] "
-                         f"samples; here each entry gets only the products V*U+ with U >= 0, about n/2 of them).")
+        pts = {r["n"]: r for r in rows if r["dataset"] == ds}
+        if 20 in pts:
+            r = pts[20]
+            verdict = ("agrees" if r["empirical_rel"] <= 10 ** -2.5 else
+                       f"differs: {math.log10(max(r['empirical_rel'], 1e-300) / 1e-3):.1f} decades above")
+            lines.append(f"- **{ds}, n = 20** (paper: a random network roughly 30x larger than the conv part, relative "
+                         f"output error about 1e-3): here {r['overparam_factor']:.1f}x ({r['random_parameters']} random "
+                         f"parameters, {r['kept_parameters']} kept), relative error empirical {r['empirical_rel']:.2e}, "
+                         f"adversarial {r['adversarial_rel']:.2e}, certified {r['certified_rel']:.2e}; {verdict}. "
+                         f"Accuracy with the pruned random conv part {r['test_accuracy']:.2f}% (trained LeNet5 "
+                         f"{r['target_test_accuracy']:.2f}%). Largest entry residual {r['max_entry_residual']:.2f}.")
+        best = min(pts.values(), key=lambda r: r["empirical_rel"])
+        lines.append(f"- **{ds}, best n measured** (n = {best['n']}, {best['overparam_factor']:.1f}x): relative error "
+                     f"empirical {best['empirical_rel']:.2e} / adversarial {best['adversarial_rel']:.2e} / certified "
+                     f"{best['certified_rel']:.2e}, accuracy {best['test_accuracy']:.2f}%.")
+    lines += ["",
+              "Why the error is far above the paper's 1e-3: the paper's number comes from the weight-substitution "
+              "experiment of Section 3 (every weight gets n fresh Unif[-1, 1] samples; `slth reproduce iclr-lenet5` "
+              "reproduces it). In the construction of Lemma 2 every target entry K[l,k,i,j] gets the n products "
+              "V[l,t] U[t,k,i,j] of its block, of which only those with U >= 0 survive (about n/2), the V's are shared "
+              "by all entries of output channel l, and a product of two uniforms is concentrated near 0. Trained "
+              "LeNet5 weights reach |w| ~ 1-1.6 and kernel l1 norms 5-38, while the theorem assumes ||K||_1 <= 1: "
+              "the largest entries cannot be reached by the available positive (or negative) products, which is the "
+              "'largest entry residual' above, and the error propagates through the second layer. The errors fall "
+              "with n as the theory says, but n = 30 is not enough for these weights.",
+              "",
+              "Over-parameterisation: the random network has (d^2 c0 c1 + c1 + c1^2) n parameters per layer (U, b_U, "
+              "V), 2864 n for LeNet5's conv part, i.e. 1.11 n times the target's 2572: 22.3x at n = 20. The paper's "
+              "'roughly 30' at n = 20 implies another count (about 1.5 n) that we could not reconstruct from its "
+              "text.",
+              "",
+              "The certified bound (Appendix A-B with the actual kernel norms) is valid for every input in [0, 1]^(28x28); "
+              f"here it is {min(r['certified_abs'] / r['adversarial_abs'] for r in rows):.1f}x to "
+              f"{max(r['certified_abs'] / r['adversarial_abs'] for r in rows):.1f}x the adversarial lower bound (it "
+              "multiplies the first layer's error by the second layer's largest kernel l1 norm and adds per-channel "
+              "worst cases that no single input attains at once).",
+              ("empirical <= adversarial <= certified holds in every row." if all(r["ordered"] in (True, "True")
+               for r in rows) else "empirical <= adversarial <= certified FAILS in some rows (column `ordered`): "
+               "a bug to investigate."), ""]
     lines += ["", "![errors](construction_errors.png)", "", "![sizes and accuracy](construction_sizes.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
 

@@ -51,3 +51,12 @@ def test_prune_refuses_bad_targets_and_constructions(tmp_path, target_file, caps
     assert main(["prune", "--construction", "nope", "--target", str(target_file), "--n", "3",
                  "--out", str(tmp_path / "x.pt")]) != 0
     assert "--construction" in capsys.readouterr().err
+
+
+def test_reproduce_iclr_construction_refuses_options_it_does_not_take(capsys):
+    assert main(["reproduce", "iclr-construction", "--epochs", "3"]) != 0
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["reproduce", "iclr-construction", "--solver", "auto,cpsat"]) != 0
+    assert "--solver" in capsys.readouterr().err
+    assert main(["reproduce", "iclr-nothing"]) != 0
+    assert "iclr-construction" in capsys.readouterr().err

@@ -91,6 +91,8 @@ class CpSatBackend(Backend):
             prm.max_time_in_seconds = float(options.time_limit)
         for key, value in options.params.items():
             if key != "scale":
+                if isinstance(value, str) and hasattr(type(prm), value):  # enum by name, e.g. "FIXED_SEARCH"
+                    value = getattr(type(prm), value)
                 setattr(prm, key, value)
 
         times: list[float] = []

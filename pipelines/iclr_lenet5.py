@@ -173,18 +173,20 @@ def metrics_key(model, approx, data) -> str:
         h.update(name.encode())
         h.update(np.ascontiguousarray(q, dtype=np.float64).tobytes())
     for split in ("train", "test"):
-        images, labels = data[split]
         h.update(split.encode())
-        h.update(data.get(f"{split}_digest") or _digest(images, labels, data, split))
+        h.update(_split_digest(data, split))
     return h.hexdigest()
 
 
-def _digest(images, labels, data, split) -> bytes:
-    d = hashlib.sha256()
-    d.update(np.ascontiguousarray(np.asarray(images)).tobytes())
-    d.update(np.ascontiguousarray(np.asarray(labels)).tobytes())
-    data[f"{split}_digest"] = d.digest()
-    return data[f"{split}_digest"]
+def _split_digest(data, split: str) -> bytes:
+    """sha256 of a split's images and labels, computed once per data set (kept in ``data``)."""
+    key = f"{split}_digest"
+    if key not in data:
+        d = hashlib.sha256()
+        for array in data[split]:
+            d.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+        data[key] = d.digest()
+    return data[key]
 
 
 def _cached_metrics(cache_dir, key: str):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -169,7 +168,3 @@ def effective_network(target: nn.Sequential, pruned) -> nn.Sequential:
                 if m.bias is not None:
                     m.bias.copy_(c)
     return net.eval()
-
-
-def as_numpy_summary(res: dict) -> dict:
-    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res["summary"].items()}

@@ -228,7 +228,7 @@ def write_all(rows: list[dict], summary: dict, out: Path) -> None:
                       "solver sorts 2 x 2^(n/2) half-sums instead. Pushed so far: exact integer scaling for CP-SAT "
                       "(no overflow, quantisation ~1e-14), zero gaps and 1e-9 tolerances for CBC / SCIP / HiGHS "
                       "(their defaults stop at ~1e-6), CP-SAT presolve off (it claimed false optima) and "
-                      "linearization level 0 (3x faster at n = 20). On 10 other n = 25 instances a heuristic "
+                      "linearization level 0 (level 1: 0/10 within 2x at n = 25). On 10 other n = 25 instances a heuristic "
                       "warm start (hint) lifted CP-SAT from 4-5/10 to 6/10 within 2x; its core, objective-shaving, "
                       "lb-search, symmetry and branching options gave nothing or worse "
                       "(`python scripts/cpsat_settings.py`, output in `cpsat_settings_n25.txt`). No setting we "

@@ -1,21 +1,19 @@
-"""``milp.solve``: validate arguments, dispatch to a backend by name, or run the ``auto`` portfolio."""
+"""``milp.solve``: validate arguments and dispatch to the backend registered under the solver name
+(``auto``, the portfolio, is one of them: :mod:`milp.backends.auto`)."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from .backends import MILP_SOLVERS, SolveOptions, get_backend
-from .backends.exact import MAX_N_SCALAR, ExactBackend
+from .backends import SolveOptions, get_backend
+# auto's constants and choice live with its backend; re-exported here for compatibility
+from .backends.auto import AUTO_DEFAULT_TIME_LIMIT, AUTO_EXACT_MULTI_WORK, AutoBackend, auto_choice
 from .backends.heuristic import HeuristicBackend
 from .instance import Instance
-from .solution import Solution, Status
+from .solution import Solution
 
-#: ``auto`` enumerates MRSS exactly while 2^n * d stays below this (about a second here).
-AUTO_EXACT_MULTI_WORK = 2 ** 24
-#: ``auto``'s time limit for a MILP backend when the caller gives none.
-AUTO_DEFAULT_TIME_LIMIT = 10.0
+__all__ = ["solve", "check_options", "auto_choice", "solve_auto", "AUTO_EXACT_MULTI_WORK", "AUTO_DEFAULT_TIME_LIMIT"]
 
 
 def check_options(time_limit, seed, threads) -> None:
@@ -47,9 +45,9 @@ def solve(instance: Instance, solver: str = "auto", time_limit: float | None = N
     if not isinstance(instance, Instance):
         raise TypeError(f"instance must be a milp.Instance, got {type(instance).__name__}")
     check_options(time_limit, seed, threads)
-    if solver == "auto":
-        return solve_auto(instance, time_limit, seed, threads)
     backend = get_backend(solver)
+    if backend.IGNORES_WARM_START:  # auto: builds its own warm start, the argument is not looked at
+        warm_start = None
     if isinstance(warm_start, str):
         if warm_start != "heuristic":
             raise ValueError(f"warm_start must be a 0/1 mask, 'heuristic' or None, got {warm_start!r}")
@@ -63,37 +61,6 @@ def solve(instance: Instance, solver: str = "auto", time_limit: float | None = N
     return backend.solve(instance, options)
 
 
-def auto_choice(instance: Instance) -> str:
-    """The solver ``auto`` runs first: exact where it fits (proven optimal), else the MILP portfolio."""
-    if instance.d == 1 and instance.n <= MAX_N_SCALAR:
-        return "exact"
-    if instance.d > 1 and ExactBackend().accepts(instance)[0] and 2 ** instance.n * instance.d <= AUTO_EXACT_MULTI_WORK:
-        return "exact"
-    return "portfolio"
-
-
 def solve_auto(instance: Instance, time_limit, seed, threads) -> Solution:
-    """``auto``: exact where it fits; otherwise the heuristic, then the first installed MILP backend
-    warm-started from it, returning the better of the two masks (by true residual)."""
-    t0 = time.perf_counter()
-    if auto_choice(instance) == "exact":
-        sol = ExactBackend().solve(instance, SolveOptions(seed=seed))
-        sol.solver = "auto:exact"
-        return sol
-    limit = time_limit if time_limit is not None else AUTO_DEFAULT_TIME_LIMIT
-    heur = HeuristicBackend().solve(instance, SolveOptions(time_limit=limit / 4, seed=seed))
-    best = heur
-    for name in MILP_SOLVERS:
-        try:
-            backend = get_backend(name)
-        except ValueError:
-            continue
-        remaining = max(1.0, limit - (time.perf_counter() - t0))
-        milp_sol = backend.solve(instance, SolveOptions(time_limit=remaining, seed=seed, threads=threads,
-                                                        warm_start=heur.mask if heur.found else None))
-        if milp_sol.found and (milp_sol.error < best.error or milp_sol.status == Status.OPTIMAL):
-            best = milp_sol
-        break
-    best.solver = f"auto:{best.solver}"
-    best.seconds = time.perf_counter() - t0
-    return best
+    """Compatibility alias: ``solve(instance, "auto", ...)``, i.e. :class:`milp.backends.auto.AutoBackend`."""
+    return AutoBackend().solve(instance, SolveOptions(time_limit=time_limit, seed=int(seed), threads=int(threads)))

@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .api import auto_choice, check_options, solve
-from .backends import SolveOptions, get_backend
+from .api import check_options, solve
+from .backends import REGISTRY, SolveOptions, get_backend
 from .instance import Instance, InstanceError
 from .solution import Solution, Status
 from .store import SolutionStore, make_request, request_key
@@ -36,16 +36,15 @@ from .store import SolutionStore, make_request, request_key
 __all__ = ["solve_many", "load_instances", "instance_seed", "auto_chunk_size"]
 
 BACKENDS = ("loky", "dask")
-#: Solvers whose solves on typical instances take milliseconds (exact at n <= 34: ~1-20 ms; heuristic
-#: at n = 30: ~2 ms); their chunks are large. MILP backends take >= ~50 ms, far above a round trip.
-FAST_SOLVERS = ("exact", "heuristic")
 #: Auto chunking: aim at this many chunks per worker, so that the last chunks balance the load
 #: (a straggler costs at most ~1/8 of a worker's share) and progress/commits arrive regularly.
 CHUNKS_PER_WORKER = 8
-#: Largest automatic chunk for fast solvers. A loky round trip costs ~0.5 ms per task here (pickling,
-#: pipe, result); 64 exact solves at n = 30 take ~0.3 s, so the overhead is negligible and a killed
-#: job loses at most ~0.3 s of work per worker. Measured with scripts/bench_batch.py (2572 instances,
-#: n = 30, 2 workers, idle machine): chunks of 16 / 64 / 128 take 6.1 / 6.0 / 5.9 s, chunks of 1 6.7 s.
+#: Largest automatic chunk for fast solvers (``Backend.is_fast``: exact at n <= 34 takes ~1-20 ms,
+#: heuristic at n = 30 ~2 ms, auto on the instances it sends to exact). A loky round trip costs
+#: ~0.5 ms per task here (pickling, pipe, result); 64 exact solves at n = 30 take ~0.3 s, so the
+#: overhead is negligible and a killed job loses at most ~0.3 s of work per worker. Measured with
+#: scripts/bench_batch.py (2572 instances, n = 30, 2 workers, idle machine): chunks of 16 / 64 / 128
+#: take 6.1 / 6.0 / 5.9 s, chunks of 1 6.7 s.
 MAX_AUTO_CHUNK_FAST = 64
 #: Largest automatic chunk for MILP solvers (tens of ms to seconds each): the round trip is
 #: negligible, so small chunks give the best balance, the finest progress and prompt commits.
@@ -84,8 +83,7 @@ def _solve_chunk(payloads, solver, time_limit, threads, params) -> list[tuple[in
 def _check_args(solver, n_jobs, chunk_size, backend, scheduler, params) -> None:
     if not isinstance(solver, str):
         raise ValueError(f"solver must be a solver name (str), got {solver!r}")
-    if solver != "auto":
-        get_backend(solver)  # SolverNotAvailable (a ValueError) naming the choices
+    get_backend(solver)  # SolverNotAvailable (a ValueError) naming the choices
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or (n_jobs < 1 and n_jobs != -1):
         raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
@@ -101,8 +99,11 @@ def _check_args(solver, n_jobs, chunk_size, backend, scheduler, params) -> None:
 
 def auto_chunk_size(n_todo: int, n_workers: int, solver: str, instances: Sequence[Instance] = ()) -> int:
     """Chunk size when the caller gives none: about ``CHUNKS_PER_WORKER`` chunks per worker, capped
-    at ``MAX_AUTO_CHUNK_FAST`` for millisecond solvers and ``MAX_AUTO_CHUNK_SLOW`` otherwise."""
-    fast = solver in FAST_SOLVERS or (solver == "auto" and all(auto_choice(i) == "exact" for i in instances))
+    at ``MAX_AUTO_CHUNK_FAST`` when the solver's backend is fast on every instance (``Backend.is_fast``)
+    and ``MAX_AUTO_CHUNK_SLOW`` otherwise (MILP backends, unknown names)."""
+    cls = REGISTRY.get(solver)
+    backend = cls() if cls is not None and cls.FAST else None
+    fast = backend is not None and all(backend.is_fast(i) for i in instances)
     cap = MAX_AUTO_CHUNK_FAST if fast else MAX_AUTO_CHUNK_SLOW
     return max(1, min(cap, math.ceil(n_todo / (max(1, n_workers) * CHUNKS_PER_WORKER))))
 

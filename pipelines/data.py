@@ -19,9 +19,15 @@ Where the data comes from:
 
 Missing data raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) whose message is the exact
 command that fixes it; a corrupt or truncated IDX file raises ``IDXFormatError`` (a ``ValueError``)
-naming the file and the problem. No cache is kept: decoding takes well under a second per data set
-(the MNIST pickle ~1 s, decoded once per process for both splits; the Fashion-MNIST gzip files
-~0.3 s), not worth a second copy on disk.
+naming the file and the problem.
+
+Decoded once per process: the uint8 arrays of a split are kept in memory (read-only), keyed by the
+files they come from (resolved path, inode, size, modification and change times), so loading the
+same split again costs only the float conversion, and a rewritten file is decoded afresh.
+``split_fingerprint`` (``models.training.data_fingerprint`` of a split, the trained-model cache key)
+is likewise computed once per split and process. ``clear_cache()`` forgets both. Nothing is cached
+on disk: decoding takes about a second per data set (the MNIST pickle ~1 s for both splits; the
+Fashion-MNIST gzip files ~0.3 s).
 """
 from __future__ import annotations
 
@@ -167,8 +173,12 @@ def find_idx_files(root: str | os.PathLike, split: str, name: str = "mnist") -> 
 
 
 def load_idx_split(root: str | os.PathLike, split: str, name: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, 28, 28) and int64 labels (N,) of ``split`` from the IDX files in ``root``."""
-    img_path, lab_path = find_idx_files(root, split, name)
+    """uint8 images (N, 28, 28) and int64 labels (N,) of ``split`` from the IDX files in ``root``
+    (decoded on every call; :func:`load_dataset_uint8` keeps the decoded arrays)."""
+    return _read_idx_pair(*find_idx_files(root, split, name))
+
+
+def _read_idx_pair(img_path: Path, lab_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(img_path, "u1", 3)
     labels = read_idx(lab_path, "u1", 1)
     if images.shape[1:] != IMAGE_SHAPE:
@@ -284,19 +294,76 @@ def check_split(split: str) -> str:
     return split
 
 
-def load_dataset_uint8(name: str, split: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The raw bytes: uint8 images (N, 28, 28) and int64 labels (N,)."""
-    name, split = check_name(name), check_split(split)
+def _stamp(path: Path) -> tuple:
+    """A file's identity for the decode cache: resolved path, device, inode, size, mtime, ctime."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _source(name: str, split: str, root) -> tuple:
+    """Which files ``split`` of ``name`` is decoded from (with their stamps): the cache key."""
     if root is not None:
-        return load_idx_split(root, split, name)
+        return ("idx", *(_stamp(p) for p in find_idx_files(root, split, name)))
     if name == "mnist":
-        images, labels = _mnist_pickle_splits(mnist_pickle_path())[split]
-        return images.copy(), labels.copy()
-    images, labels = load_idx_split(fashion_mnist_dir(), split, name)
-    if len(images) != SPLIT_SIZES[split]:
+        return ("mnist-pickle", _stamp(mnist_pickle_path()), split)
+    return ("idx", *(_stamp(p) for p in find_idx_files(fashion_mnist_dir(), split, name)))
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(source: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The read-only uint8 images and int64 labels of ``source`` (see :func:`_source`), decoded once."""
+    if source[0] == "mnist-pickle":
+        return _mnist_pickle_splits(Path(source[1][0]))[source[2]]  # already read-only
+    images, labels = _read_idx_pair(Path(source[1][0]), Path(source[2][0]))
+    for a in (images, labels):
+        a.setflags(write=False)
+    return images, labels
+
+
+def _load_uint8(name: str, split: str, root) -> tuple[tuple, np.ndarray, np.ndarray]:
+    name, split = check_name(name), check_split(split)
+    source = _source(name, split, root)
+    images, labels = _decoded(source)
+    if root is None and name == "fashion-mnist" and len(images) != SPLIT_SIZES[split]:
         raise IDXFormatError(f"Fashion-MNIST {split} has {len(images)} images, expected {SPLIT_SIZES[split]}; "
                              f"reinstall with `{FASHION_FIX}`")
+    return source, images, labels
+
+
+def load_dataset_uint8(name: str, split: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The raw bytes: uint8 images (N, 28, 28) and int64 labels (N,), decoded once per process.
+
+    The arrays are shared by every caller and read-only: copy them before changing them."""
+    _, images, labels = _load_uint8(name, split, root)
     return images, labels
+
+
+def _as_float(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 images (N, 1, 28, 28) = byte / 255 and an int64 copy of the labels (both fresh, writable)."""
+    x = (images.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, *IMAGE_SHAPE)
+    y = np.array(labels, dtype=np.int64)
+    return x, y
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(source: tuple) -> str:
+    from models.training import data_fingerprint
+
+    return data_fingerprint(*_as_float(*_decoded(source)))
+
+
+def split_fingerprint(name: str, split: str, root: str | os.PathLike | None = None) -> str:
+    """``models.training.data_fingerprint`` of ``load_dataset(name, split, root)``, computed once per
+    split and process (it hashes the 188 MB of float32 training images)."""
+    source, _, _ = _load_uint8(name, split, root)
+    return _fingerprint(source)
+
+
+def clear_cache() -> None:
+    """Forget the decoded splits and their fingerprints (the next load decodes again)."""
+    _decoded.cache_clear()
+    _fingerprint.cache_clear()
+    _mnist_pickle_splits.cache_clear()
 
 
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, as_tensor: bool = True):
@@ -305,9 +372,7 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, a
     torch tensors by default, numpy arrays with ``as_tensor=False``. ``root``: a directory of IDX
     files (``--data-dir``); without it the packaged copy (see the module docstring).
     """
-    images, labels = load_dataset_uint8(name, split, root)
-    x = (images.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, *IMAGE_SHAPE)
-    y = np.ascontiguousarray(labels, dtype=np.int64)
+    x, y = _as_float(*load_dataset_uint8(name, split, root))
     if not as_tensor:
         return x, y
     import torch

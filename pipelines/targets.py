@@ -57,16 +57,17 @@ def _file_lock(path: Path, message: str | None = None):
 
 def lenet5_config(dataset: str, epochs: int = 50, seed: int = 0, train=None, data_dir=None, batch_size: int = 64,
                   lr: float = 1e-3, betas=(0.9, 0.999)):
-    """The ``TrainConfig`` of a LeNet5 (loads the training data for its fingerprint unless given)."""
+    """The ``TrainConfig`` of a LeNet5. Its data fingerprint is that of ``train`` when given, else
+    that of the data set's training split (``pipelines.data.split_fingerprint``: decoded and hashed
+    once per process)."""
     from models.training import TrainConfig, data_fingerprint
 
-    from .data import check_name, load_dataset
+    from .data import check_name, split_fingerprint
 
     dataset = check_name(dataset)
-    if train is None:
-        train = load_dataset(dataset, "train", root=data_dir)
+    fingerprint = data_fingerprint(*train) if train is not None else split_fingerprint(dataset, "train", data_dir)
     return TrainConfig(dataset=dataset, epochs=int(epochs), seed=int(seed), batch_size=int(batch_size), lr=float(lr),
-                       beta1=float(betas[0]), beta2=float(betas[1]), data_fingerprint=data_fingerprint(*train))
+                       beta1=float(betas[0]), beta2=float(betas[1]), data_fingerprint=fingerprint)
 
 
 def get_trained_lenet5(dataset: str, epochs: int = 50, seed: int = 0, data_dir=None, progress: bool = True, *,
@@ -76,7 +77,8 @@ def get_trained_lenet5(dataset: str, epochs: int = 50, seed: int = 0, data_dir=N
     settings, loaded from the cache when it was trained before, else trained and cached.
 
     ``data_dir``: IDX directory (``--data-dir``) instead of the packaged data. ``train``/``test``:
-    already loaded ``(images, labels)`` to skip loading. ``cache_dir``: default
+    already loaded ``(images, labels)`` to train on instead of the data set's (without them the
+    data is loaded only when the model must be trained). ``cache_dir``: default
     ``pipelines.paths.model_cache_dir()``. ``info``: ``cached`` (bool), ``path``, ``test_accuracy``
     (percent), ``epochs``, ``seconds``, ``seconds_per_epoch``, ``config``, ``history``, ...
     The model is float32, in eval mode, on the CPU.
@@ -88,9 +90,8 @@ def get_trained_lenet5(dataset: str, epochs: int = 50, seed: int = 0, data_dir=N
 
     dataset = check_name(dataset)
     cache_dir = Path(cache_dir) if cache_dir is not None else model_cache_dir()
-    if train is None:
-        train = load_dataset(dataset, "train", root=data_dir)
-    config = lenet5_config(dataset, epochs, seed, train=train, batch_size=batch_size, lr=lr, betas=betas)
+    config = lenet5_config(dataset, epochs, seed, train=train, data_dir=data_dir, batch_size=batch_size, lr=lr,
+                           betas=betas)
     hit = load_trained(config, cache_dir)
     if hit is not None:
         return hit
@@ -99,6 +100,8 @@ def get_trained_lenet5(dataset: str, epochs: int = 50, seed: int = 0, data_dir=N
         hit = load_trained(config, cache_dir)  # trained by the process we waited for
         if hit is not None:
             return hit
+        if train is None:
+            train = load_dataset(dataset, "train", root=data_dir)
         if test is None:
             test = load_dataset(dataset, "test", root=data_dir)
         model, info = train_lenet5(train, test, epochs=config.epochs, seed=config.seed, batch_size=config.batch_size,
@@ -122,15 +125,14 @@ def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50,
     """
     from models.training import load_trained
 
-    from .data import check_name, load_dataset
+    from .data import check_name
     from .paths import model_cache_dir
 
     datasets = list(dict.fromkeys(check_name(d) for d in datasets))
     cache_dir = Path(cache_dir) if cache_dir is not None else model_cache_dir()
-    trains, missing = {}, []
-    for ds in datasets:
-        trains[ds] = load_dataset(ds, "train", root=data_dir)
-        if load_trained(lenet5_config(ds, epochs, seed, train=trains[ds]), cache_dir) is None:
+    missing = []
+    for ds in datasets:  # the fingerprints computed here are kept for the calls below (pipelines.data)
+        if load_trained(lenet5_config(ds, epochs, seed, data_dir=data_dir), cache_dir) is None:
             missing.append(ds)
     if parallel is None:
         parallel = len(missing) > 1 and (os.cpu_count() or 1) >= 2
@@ -151,7 +153,7 @@ def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50,
             p.wait()
     out = {}
     for ds in datasets:  # loads what the workers cached; trains here whatever is still missing
-        _, info = get_trained_lenet5(ds, epochs, seed, data_dir, progress, train=trains.pop(ds), cache_dir=cache_dir)
+        _, info = get_trained_lenet5(ds, epochs, seed, data_dir, progress, cache_dir=cache_dir)
         info["trained_now"] = ds in missing
         out[ds] = info
     return out
@@ -195,3 +197,33 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+#: named targets on the command line -> the data set of their trained LeNet5
+NAMED_TARGETS = {"lenet5-mnist": "mnist", "lenet5-fashion-mnist": "fashion-mnist"}
+
+
+def load_target(spec: str, epochs: int = 50, seed: int = 0, progress: bool = False):
+    """(full LeNet5 model, its conv part ``features``) for a named target (``lenet5-mnist``,
+    ``lenet5-fashion-mnist``: the cached trained LeNet5, trained first if missing) or a LeNet5
+    state_dict file (read with ``weights_only=True``: data, never code)."""
+    import torch
+
+    from models.lenet5 import LeNet5
+    from models.random_cnn import ConstructionError
+
+    if spec in NAMED_TARGETS:
+        ensure_trained_lenet5([NAMED_TARGETS[spec]], epochs, seed, progress=progress)
+        model, _ = get_trained_lenet5(NAMED_TARGETS[spec], epochs=epochs, seed=seed, progress=progress)
+        return model, model.features
+    path = Path(spec)
+    if not path.exists():
+        raise ConstructionError(f"--target: {spec!r} is neither {' nor '.join(NAMED_TARGETS)} nor an existing file")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        model = LeNet5(seed=None)
+        model.load_state_dict(sd)
+    except Exception as exc:
+        raise ConstructionError(f"--target: {path} is not a LeNet5 state_dict ({str(exc).splitlines()[0][:200]}); save "
+                                f"one with torch.save(model.state_dict(), FILE)") from exc
+    return model, model.features

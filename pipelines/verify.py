@@ -27,7 +27,7 @@ def _f64(module: nn.Module) -> nn.Module:
     from models.random_cnn import PrunedRandomCNN
 
     if isinstance(module, PrunedRandomCNN):
-        clone = PrunedRandomCNN(module.layers_spec, module.n).double()
+        clone = PrunedRandomCNN(module.layers_spec, module.n, module.scales, module.construction).double()
         clone.load_state_dict({k: v.detach().double() for k, v in module.state_dict().items()})
         return clone.eval()
     return copy.deepcopy(module).double().eval()
@@ -82,20 +82,21 @@ def _channel_l1(W: torch.Tensor) -> torch.Tensor:
     return W.abs().flatten(1).sum(1)
 
 
-def certified(target: nn.Sequential, pruned, input_bound: float = 1.0) -> dict:
+def certified(layers, effective, input_bound: float = 1.0) -> dict:
     """Upper bound on sup_X ||f(X) - g(X)||_max over X in [0, input_bound]^{...}.
+
+    ``layers``: the target's layers (Conv2d / ReLU / MaxPool2d, as accepted by a construction);
+    ``effective``: per conv, the (L, c) that g computes in its place, in the target's units (for the
+    ICLR construction the block products of Section 4.2, Eq. 2, times the scaling factors).
 
     Layer by layer (Appendix B): e = bound on ||x - x~|| (target vs pruned activations, e = 0 at
     the input), B = bound on ||x|| of the target, Bt = bound on ||x~||. For a conv (K, b) replaced by
-    its block with effective kernel (L, c) (exact on non-negative inputs, Section 4.2 Eq. 1-2):
+    (L, c):
         ||K*x + b - (L*x~ + c)|| <= max_l ||K_l||_1 e + max_l (||K_l - L_l||_1 Bt + |b_l - c_l|)
     (Proposition 1 per output channel), then B' = max_l(||K_l||_1 B + |b_l|),
     Bt' = min(max_l(||L_l||_1 Bt + |c_l|), B' + e'). ReLU / max-pool: 1-Lipschitz, e, B, Bt unchanged.
     Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|."""
-    from models.random_cnn import check_target
-
-    layers = check_target(target)
-    eff = iter(pruned.effective())
+    eff = iter(effective)
     e, B, Bt = 0.0, float(input_bound), float(input_bound)
     per_layer = []
     for i, m in enumerate(layers):
@@ -104,7 +105,8 @@ def certified(target: nn.Sequential, pruned, input_bound: float = 1.0) -> dict:
         K = m.weight.detach().double()
         b = m.bias.detach().double() if m.bias is not None else torch.zeros(K.shape[0], dtype=torch.float64)
         L, c = next(eff)
-        c = c if c is not None else torch.zeros_like(b)
+        L = L.double()
+        c = c.double() if c is not None else torch.zeros_like(b)
         nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
         db = (b - c).abs()
         e_new = float(nK.max()) * e + float((nD * Bt + db).max())
@@ -118,53 +120,51 @@ def certified(target: nn.Sequential, pruned, input_bound: float = 1.0) -> dict:
     return {"abs": e * (1 + 1e-9) + 1e-300, "output_bound": B, "layers": per_layer}
 
 
-def verify(target: nn.Sequential, pruned, data: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
-           seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None) -> dict:
+def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = None, restarts: int = 8,
+           steps: int = 60, seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None,
+           certificate: dict | None = None) -> dict:
     """The three numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64).
 
     ``data``: inputs in [0, 1] (N x c0 x D x D); ``input_shape`` (c0, D, D) is needed without data.
     ``evaluate_with``: a module computing the same function as ``pruned`` to run the empirical and
-    adversarial passes with (e.g. ``pruned.compact()``, much faster); the certificate always uses
-    ``pruned``'s masks."""
+    adversarial passes with (e.g. ``pruned.compact()``, much faster). ``certificate``: the result of
+    the construction's ``certify()`` for this very pair (None: no certified number is reported).
+    Refuses a pair whose outputs have different shapes."""
     f, g = _f64(target), _f64(evaluate_with if evaluate_with is not None else pruned)
     for p in list(f.parameters()) + list(g.parameters()):
         p.requires_grad_(False)
     if data is not None:
         if data.min() < 0 or data.max() > 1:
             raise ValueError("data: inputs must lie in the domain [0, 1] (scale them first)")
-        emp = empirical(f, g, data)
-        err, _ = max_abs_errors(f, g, data)
-        worst = data[err.argsort(descending=True)[:4]]
         shape = tuple(data.shape[1:])
     else:
         if input_shape is None:
             raise ValueError("input_shape: give (c0, D, D) when no data set is given")
-        emp, worst, shape = None, None, tuple(input_shape)
+        shape = tuple(input_shape)
+    with torch.no_grad():
+        probe = torch.zeros((1, *shape), dtype=torch.float64)
+        fs, gs = tuple(f(probe).shape), tuple(g(probe).shape)
+    if fs != gs:
+        raise ValueError(f"verify: target output shape {fs} differs from the pruned network's {gs} on inputs of "
+                         f"shape {shape}; these networks do not compute comparable functions")
+    if data is not None:
+        emp = empirical(f, g, data)
+        err, _ = max_abs_errors(f, g, data)
+        worst = data[err.argsort(descending=True)[:4]]
+    else:
+        emp, worst = None, None
     adv = adversarial(f, g, shape, starts=worst, restarts=restarts, steps=steps, seed=seed)
-    cert = certified(target, pruned)
-    out = {"empirical": emp, "adversarial": adv, "certified": cert}
+    cert_abs = certificate["abs"] if certificate is not None else math.nan
+    out = {"empirical": emp, "adversarial": adv, "certified": certificate}
     top = emp["max_abs_f"] if emp else math.nan
     out["summary"] = {"empirical_abs": emp["abs"] if emp else math.nan, "adversarial_abs": adv["abs"],
-                      "certified_abs": cert["abs"], "empirical_rel": emp["rel_per_image"] if emp else math.nan,
+                      "certified_abs": cert_abs, "empirical_rel": emp["rel_per_image"] if emp else math.nan,
                       "adversarial_rel": adv["abs"] / top if emp else math.nan,
-                      "certified_rel": cert["abs"] / top if emp else math.nan,
+                      "certified_rel": cert_abs / top if emp else math.nan,
                       "ordered": bool((emp is None or emp["abs"] <= adv["abs"] * (1 + 1e-12)) and
-                                      adv["abs"] <= cert["abs"])}
+                                      (certificate is None or adv["abs"] <= cert_abs))}
+    if certificate is not None and not out["summary"]["ordered"]:
+        raise RuntimeError(f"verify: the certificate {cert_abs:.6e} is below an attained error "
+                           f"(empirical {out['summary']['empirical_abs']:.6e}, adversarial {adv['abs']:.6e}): "
+                           "a bug in the construction's certify(); refusing to report it")
     return out
-
-
-def effective_network(target: nn.Sequential, pruned) -> nn.Sequential:
-    """An independent computation of g: the target's architecture with every conv replaced by the
-    effective kernel and bias of its pruned block (valid because every block input is >= 0)."""
-    import copy
-
-    net = copy.deepcopy(target).double()
-    eff = iter(pruned.effective())
-    with torch.no_grad():
-        for m in net:
-            if isinstance(m, nn.Conv2d):
-                L, c = next(eff)
-                m.weight.copy_(L)
-                if m.bias is not None:
-                    m.bias.copy_(c)
-    return net.eval()

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import milp  # noqa: E402
 from milp.batch import auto_chunk_size, solve_many  # noqa: E402
 from milp.store import SolutionStore  # noqa: E402
+from pipelines.reporting import atomic_write_text, command_line, load_average  # noqa: E402
 
 
 def make_instances(count: int, n: int, seed: int) -> list[milp.Instance]:
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     run = dict(solver=args.solver, n_jobs=args.n_jobs, chunk_size=args.chunk_size, progress=False)
     chunk = args.chunk_size or auto_chunk_size(args.count, args.n_jobs, args.solver, instances)
     say(f"{args.count} RSS instances, n = {args.n}, solver = {args.solver}, n_jobs = {args.n_jobs}, "
-          f"chunk size = {chunk}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
+          f"chunk size = {chunk}, {os.cpu_count()} cores, load average {load_average():.2f} "
           f"(1 min) at start")
 
     t, _ = timed(lambda: solve_many(instances[:4], **run))
@@ -93,11 +94,11 @@ def main(argv=None) -> int:
     say(f"warm store    : {warm:7.2f} s wall  {args.count / warm:8.1f} inst/s   (all {args.count} skipped)")
     say(f"targets: wall <= 30 s: {'PASS' if max(a, b) <= 30 else 'FAIL'}; "
           f"store overhead <= 10 %: {'PASS' if overhead <= 10 else 'FAIL'}")
-    say(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")
+    say(f"load average {load_average():.2f} (1 min) at end")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = "python scripts/bench_batch.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "bench_batch.txt").write_text(f"$ {cmd.strip()}\n" + "\n".join(lines) + "\n")
+    cmd = command_line(argv, prog="python scripts/bench_batch.py")
+    atomic_write_text(out / "bench_batch.txt", f"$ {cmd}\n" + "\n".join(lines) + "\n")
     return 0
 
 

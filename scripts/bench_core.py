@@ -8,9 +8,6 @@ proven optimal. All solvers run on the same first ``--instances`` instances of e
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import sys
 import time
@@ -20,11 +17,11 @@ import numpy as np
 
 import milp
 from milp.backends import REGISTRY
+from pipelines.reporting import atomic_write_csv, atomic_write_text, command_line, machine_line
 
 
 def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.2f}, Python {platform.python_version()}"
+    return machine_line(load_label="load")
 
 
 def main(argv=None) -> int:
@@ -73,19 +70,16 @@ def main(argv=None) -> int:
                   f"{row['median_residual']:>16.3e} {opt:>4}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_core.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    cmd = "python scripts/bench_core.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = [f"Command: `{cmd.strip()}`", "", f"Machine at start: {started}; at end: {machine()}.",
+    atomic_write_csv(out / "bench_core.csv", rows, list(rows[0]))
+    cmd = command_line(argv, prog="python scripts/bench_core.py")
+    md = [f"Command: `{cmd}`", "", f"Machine at start: {started}; at end: {machine()}.",
           f"MILP backends: one thread, time limit {args.time_limit:g} s, the first {args.instances} instances "
           f"of each size; the last `exact` row of each size times {args.exact_instances} instances.", "",
           "| family | n | d | solver | instances | median s | median true residual | proven optimal |",
           "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['family']} | {r['n']} | {r['d']} | {r['solver']} | {r['count']} | {r['median_seconds']:.4f} | "
            f"{r['median_residual']:.3e} | {r['proven_optimal']} |" for r in rows]
-    (out / "bench_core.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(out / "bench_core.md", "\n".join(md) + "\n")
     print(f"wrote {out / 'bench_core.csv'} and bench_core.md; machine: {machine()}")
     return 0
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 import milp
-from pipelines.benchmark import suite_rss
+from pipelines.experiments.bench import suite_rss
 
 SETTINGS = {
     "default (presolve off, linearization 0)": {},

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import benchmark as B
+from pipelines.experiments import bench as B
 
 
 def row(iid, solver, residual, status="feasible", seconds=1.0, claimed=False, suite="rss", n=10, ttb=None):

@@ -216,3 +216,75 @@ def test_real_fashion_mnist():
     assert np.bincount(y.numpy(), minlength=10).tolist() == [1000] * 10
     xtr, ytr = load_dataset("fashion-mnist", "train", as_tensor=False)
     assert xtr.shape == (60000, 1, 28, 28) and np.bincount(ytr).tolist() == [6000] * 10
+
+
+# ------------------------------------------------------------------ decoded once per process
+
+
+def _count_calls(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+def test_a_split_is_decoded_once_per_process(idx_dir, monkeypatch):
+    root, (xtr, ytr), _ = idx_dir
+    calls = _count_calls(monkeypatch, data, "read_idx")
+    a = load_dataset("mnist", "train", root=root)
+    b = load_dataset("mnist", "train", root=str(root))
+    assert len(calls) == 2  # one images file and one labels file, once
+    assert a[0] is not b[0] and np.array_equal(a[0].numpy(), b[0].numpy())  # fresh float copies
+    a[0][0, 0, 0, 0] = 7.0  # a caller changing its copy changes nobody else's
+    assert float(load_dataset("mnist", "train", root=root)[0][0, 0, 0, 0]) == xtr[0, 0, 0] / np.float32(255)
+    raw, labels = data.load_dataset_uint8("mnist", "train", root=root)
+    assert not raw.flags.writeable and not labels.flags.writeable
+    assert len(calls) == 2
+    load_dataset("mnist", "test", root=root)  # another split: decoded
+    assert len(calls) == 4
+
+
+def test_a_rewritten_file_is_decoded_again(tmp_path, rng):
+    images, labels = _tiny(rng, 4)
+    _write_split(tmp_path, "train", images, labels)
+    first = load_dataset("mnist", "train", root=tmp_path, as_tensor=False)[1]
+    _write_split(tmp_path, "train", images[:3], labels[:3])
+    second = load_dataset("mnist", "train", root=tmp_path, as_tensor=False)[1]
+    assert len(first) == 4 and len(second) == 3
+
+
+def test_the_training_fingerprint_is_computed_once_and_matches(idx_dir, monkeypatch):
+    from models import training
+
+    root = idx_dir[0]
+    calls = _count_calls(monkeypatch, training, "data_fingerprint")
+    fp = data.split_fingerprint("mnist", "train", root)
+    assert data.split_fingerprint("mnist", "train", root) == fp and len(calls) == 1
+    assert training.data_fingerprint(*load_dataset("mnist", "train", root=root)) == fp  # same as the tensors'
+
+
+def test_training_and_loading_a_target_decode_and_fingerprint_once(tmp_path, rng, monkeypatch):
+    """ensure_trained_lenet5 + get_trained_lenet5 + the experiment's own load: one decode, one fingerprint."""
+    from models import training
+    from pipelines import targets
+
+    for prefix, n in (("train", 64), ("t10k", 16)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+    decodes = _count_calls(monkeypatch, data, "read_idx")
+    prints = _count_calls(monkeypatch, training, "data_fingerprint")
+    cache = tmp_path / "cache"
+    infos = targets.ensure_trained_lenet5(["mnist"], epochs=1, data_dir=tmp_path, progress=False, parallel=False,
+                                          cache_dir=cache)
+    assert infos["mnist"]["trained_now"]
+    _, info = targets.get_trained_lenet5("mnist", epochs=1, data_dir=tmp_path, progress=False, cache_dir=cache)
+    assert info["cached"] is True
+    load_dataset("mnist", "train", root=tmp_path)
+    load_dataset("mnist", "test", root=tmp_path)
+    assert len(decodes) == 4  # train and test, images and labels, once each
+    assert len(prints) == 1

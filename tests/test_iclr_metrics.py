@@ -5,13 +5,14 @@ import torch
 from torch import nn
 
 import milp
-from pipelines import iclr_lenet5 as E
+from pipelines import metrics as M
+from pipelines.experiments import iclr_lenet5 as E
 
 
 def test_figure3_metric_by_hand():
     params = [("w", np.array([[1.0, -2.0]])), ("b", np.array([4.0]))]
     approx = [("w", np.array([[1.1, -2.0]])), ("b", np.array([3.0]))]
-    worst, per = E.max_rel_weight_error(params, approx)
+    worst, per = M.max_rel_weight_error(params, approx)
     assert per["w"] == pytest.approx(0.1 / 2.0) and per["b"] == pytest.approx(1.0 / 4.0)
     assert worst == pytest.approx(0.25)
 
@@ -19,7 +20,7 @@ def test_figure3_metric_by_hand():
 def test_figure4_metrics_by_hand_differ_between_paper_and_code():
     f = torch.tensor([[1.0, 2.0], [10.0, 0.0]], dtype=torch.float64)
     g = torch.tensor([[1.0, 2.2], [10.0, 0.5]], dtype=torch.float64)
-    m = E.output_errors(f, g)
+    m = M.output_errors(f, g)
     assert m["per_image"] == pytest.approx(0.1)      # image 1: 0.2 / 2
     assert m["global"] == pytest.approx(0.05)        # 0.5 / 10
     assert m["max_abs"] == pytest.approx(0.5)
@@ -42,7 +43,7 @@ def test_conv_outputs_of_a_one_weight_network_by_hand():
 
     target = E.substituted_model(Wrap(net), E.conv_parameters(net), dtype=torch.float64)
     approx_net = E.substituted_model(Wrap(net), approx, dtype=torch.float64)
-    m = E.output_errors(E.conv_outputs(target.features, images), E.conv_outputs(approx_net.features, images))
+    m = M.output_errors(M.conv_outputs(target.features, images), M.conv_outputs(approx_net.features, images))
     assert m["per_image"] == pytest.approx(0.5 / 3.0)
     assert m["global"] == pytest.approx(0.5 / 3.0)
     assert m["max_abs"] == pytest.approx(0.5)
@@ -72,11 +73,11 @@ def test_accuracy_by_hand():
 
     images = np.array([[1.0], [-1.0], [2.0], [-3.0]], dtype=np.float32)
     labels = np.array([1, 0, 0, 0])
-    assert E.accuracy(Sign(), images, labels) == pytest.approx(75.0)
+    assert M.accuracy(Sign(), images, labels) == pytest.approx(75.0)
 
 
 def test_residual_comparison_against_exact_by_hand():
-    from pipelines.iclr_report import residual_comparison
+    from pipelines.experiments.iclr_lenet5_report import residual_comparison
 
     ref = np.array([1e-3, 2e-3, 0.0, 4e-3])
     res = np.array([1e-3, 5e-3, 0.0, 6e-3])  # ratios 1, 2.5, 1 (0/0 floored), 1.5
@@ -122,5 +123,38 @@ def test_sweep_point_metrics_are_cached_by_content_and_damage_is_recomputed(tmp_
 
 def test_figure3_metric_of_an_all_zero_tensor():
     params = [("w", np.array([1.0, -2.0])), ("b", np.zeros(2))]
-    assert E.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.zeros(2))]) == (0.0, {"w": 0.0, "b": 0.0})
-    assert E.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.array([0.0, 1e-3]))])[0] == float("inf")
+    assert M.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.zeros(2))]) == (0.0, {"w": 0.0, "b": 0.0})
+    assert M.max_rel_weight_error(params, [("w", params[0][1]), ("b", np.array([0.0, 1e-3]))])[0] == float("inf")
+
+
+def test_a_tiny_run_writes_everything_and_its_report_can_be_redrawn(tmp_path, monkeypatch, rng):
+    """The whole experiment on 64 random IDX images, 1 epoch, n = 3 (exact solver), in a private cache."""
+    from pipelines.data import write_idx
+
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    data_dir = tmp_path / "idx"
+    data_dir.mkdir()
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        write_idx(data_dir / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(data_dir / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+    config = E.Config(datasets=("mnist",), ns=(3,), solvers=("exact",), epochs=1)
+    out = tmp_path / "out"
+    s = E.run(config, out=out, n_jobs=1, data_dir=data_dir, progress=False, command="slth reproduce iclr-lenet5")
+    for name in ("results.csv", "residuals.npz", "figure3_weight_error.png", "figure4_output_error.pdf",
+                 "summary.json", "report.md", "config.json"):
+        assert (out / name).is_file(), name
+    assert s["config_key"] == config.key() and s["settings"]["ns"] == [3]
+    row = s["results"][0]
+    assert row["statuses"] == {"optimal": 2572} and 0 < row["max_rel_weight_error"] < float("inf")
+    assert len(list((tmp_path / "cache" / "stores" / "iclr-metrics").glob("*.json"))) == 1
+    csv_before = (out / "results.csv").read_text()
+    (out / "report.md").unlink()
+    E.rewrite_report(out)
+    assert (out / "report.md").read_text().startswith("# ICLR 2022 LeNet5 experiment")
+    assert (out / "results.csv").read_text() == csv_before
+    # the keyword wrapper of earlier callers runs the same config: same numbers, from the caches
+    again = E.run_experiment(datasets=["mnist"], ns=[3], solvers=["exact"], epochs=1, out=out, n_jobs=1,
+                             data_dir=data_dir, progress=False)
+    keys = ("max_rel_weight_error", "max_rel_output_error_train", "global_rel_output_error_test", "test_accuracy")
+    assert [again["results"][0][k] for k in keys] == [row[k] for k in keys]
+    assert again["timing"]["datasets"]["mnist"]["model_was_cached"] is True

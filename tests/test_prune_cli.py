@@ -7,7 +7,7 @@ import torch
 from models.lenet5 import LeNet5
 from models.random_cnn import PrunedRandomCNN
 from pipelines.cli import main
-from pipelines.verify import effective_network
+from pipelines.constructions import get_construction
 
 
 @pytest.fixture()
@@ -34,7 +34,8 @@ def test_prune_then_verify_a_lenet5_state_dict(tmp_path, target_file, capsys, mo
     f.load_state_dict(torch.load(target_file, weights_only=True))
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(g.double()(x), effective_network(f.features.double(), g)(x), rtol=0, atol=1e-12)
+        effective = get_construction(g.construction).attach(f.features.double(), g).effective()
+        torch.testing.assert_close(g.double()(x), effective(x), rtol=0, atol=1e-12)
 
     assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -53,10 +54,33 @@ def test_prune_refuses_bad_targets_and_constructions(tmp_path, target_file, caps
     assert "--construction" in capsys.readouterr().err
 
 
-def test_reproduce_iclr_construction_refuses_options_it_does_not_take(capsys):
-    assert main(["reproduce", "iclr-construction", "--epochs", "3"]) != 0
-    assert "--epochs" in capsys.readouterr().err
-    assert main(["reproduce", "iclr-construction", "--solver", "auto,cpsat"]) != 0
+def test_reproduce_refuses_options_an_experiment_does_not_take(capsys):
+    assert main(["reproduce", "iclr-construction", "--recompute-metrics"]) == 2
+    assert "--recompute-metrics" in capsys.readouterr().err
+    assert main(["reproduce", "iclr-construction", "--solver", "auto,cpsat"]) == 2
     assert "--solver" in capsys.readouterr().err
+    assert main(["reproduce", "iclr-construction", "--scale", "big"]) == 2
+    assert "--scale" in capsys.readouterr().err
+    assert main(["reproduce", "iclr-lenet5", "--scale", "auto"]) == 2
+    assert "--scale" in capsys.readouterr().err
+
+
+def test_prune_with_auto_scale_saves_the_lambdas_and_verify_accounts_for_them(tmp_path, target_file, capsys,
+                                                                              monkeypatch):
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "scaled.pt"
+    assert main(["prune", "--target", str(target_file), "--n", "3", "--scale", "auto", "--solver", "exact",
+                 "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    assert "lambdas" in capsys.readouterr().out
+    g = PrunedRandomCNN.load(out)
+    assert len(g.scales) == 2 and all(s >= 1 for s in g.scales) and g.extra["scale"] == "auto"
+    assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
+
+
+def test_prune_checks_the_output_folder_before_solving(tmp_path, target_file, capsys):
+    assert main(["prune", "--target", str(target_file), "--n", "3", "--out", str(tmp_path / "no" / "x.pt")]) == 2
+    assert "--out" in capsys.readouterr().err
     assert main(["reproduce", "iclr-nothing"]) != 0
     assert "iclr-construction" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Registry: a solver name on the command line -> its backend class. One file and one line per solver."""
 from __future__ import annotations
 
+from .auto import AutoBackend
 from .base import Backend, SolveOptions, SolverNotAvailable, UnsupportedInstance
 from .cbc import CbcBackend
 from .cpsat import CpSatBackend
@@ -11,7 +12,7 @@ from .highs import HighsBackend
 from .scip import ScipBackend
 
 REGISTRY: dict[str, type[Backend]] = {
-    cls.name: cls for cls in (ExactBackend, HeuristicBackend, CbcBackend, CpSatBackend,
+    cls.name: cls for cls in (AutoBackend, ExactBackend, HeuristicBackend, CbcBackend, CpSatBackend,
                               ScipBackend, HighsBackend, GurobiBackend)
 }
 #: MILP backends (the ones that take the MILP encoding), in the order ``auto`` prefers them.
@@ -19,15 +20,15 @@ MILP_SOLVERS = ("highs", "cpsat", "scip", "cbc", "gurobi")
 
 
 def available_solvers() -> list[str]:
-    """Names of the solvers usable here (``auto`` included)."""
-    return ["auto"] + [name for name, cls in REGISTRY.items() if cls.available()]
+    """Names of the solvers usable here, in registry order (``auto`` first)."""
+    return [name for name, cls in REGISTRY.items() if cls.available()]
 
 
 def get_backend(name: str) -> Backend:
     """The backend registered under ``name``; a clear error for unknown or uninstalled solvers."""
     if not isinstance(name, str) or name not in REGISTRY:
         raise SolverNotAvailable(
-            f"unknown solver {name!r}; choose one of: {', '.join(['auto', *REGISTRY])}")
+            f"unknown solver {name!r}; choose one of: {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
     if not cls.available():
         raise SolverNotAvailable(
@@ -42,7 +43,6 @@ __all__ = ["Backend", "SolveOptions", "SolverNotAvailable", "UnsupportedInstance
 
 
 def revision(name: str) -> str:
-    """What store keys record of a solver's code: its REVISION (for ``auto``, every backend's)."""
-    if name == "auto":
-        return "auto:" + ",".join(f"{k}{cls.REVISION}" for k, cls in sorted(REGISTRY.items()))
-    return f"{name}{REGISTRY[name].REVISION}" if name in REGISTRY else name
+    """What store keys record of a solver's code: its class's ``store_revision()`` (its REVISION; for
+    ``auto``, every other backend's). Part of every store key: do not change the format."""
+    return REGISTRY[name].store_revision() if name in REGISTRY else name

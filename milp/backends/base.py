@@ -62,14 +62,29 @@ class Backend:
     #: bump when a change to the backend can change its results: stored solutions of older
     #: revisions are then not reused (the revision is part of every store key)
     REVISION: int = 1
+    #: solves take milliseconds on typical instances, so batches use large chunks (see
+    #: :meth:`is_fast` and :func:`milp.batch.auto_chunk_size`); MILP backends take >= ~50 ms
+    FAST: bool = False
+    #: the backend never reads ``options.warm_start``: :func:`milp.solve` then neither checks nor
+    #: computes the ``warm_start`` argument and passes None (``auto`` builds its own)
+    IGNORES_WARM_START: bool = False
 
     # --------------------------------------------------------------- capability
     @classmethod
     def available(cls) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in cls.REQUIRED_MODULES)
 
+    @classmethod
+    def store_revision(cls) -> str:
+        """What store keys record of this backend's code (see :func:`milp.backends.revision`)."""
+        return f"{cls.name}{cls.REVISION}"
+
     def accepts(self, instance: Instance) -> tuple[bool, str]:
         return True, ""
+
+    def is_fast(self, instance: Instance) -> bool:
+        """Whether solving ``instance`` takes milliseconds (batch chunking); ``FAST`` unless overridden."""
+        return self.FAST
 
     def version(self) -> str:
         return ""

@@ -113,6 +113,7 @@ class HeuristicBackend(Backend):
 
     name = "heuristic"
     REQUIRED_MODULES = ()
+    FAST = True  # ~2 ms at n = 30
 
     def version(self) -> str:
         return "greedy+iterated-local-search 2"

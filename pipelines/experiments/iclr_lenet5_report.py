@@ -1,12 +1,23 @@
-"""Figures, CSV, summary and the paper comparison for the ICLR 2022 LeNet5 reproduction."""
+"""Figures, CSV and the paper comparison of the ICLR 2022 LeNet5 reproduction
+(:mod:`pipelines.experiments.iclr_lenet5`), and the paper's numbers they are compared with.
+
+Imports nothing from the experiment module (the experiment imports this one).
+"""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
-from .iclr_lenet5 import PAPER
+from ..reporting import atomic_open, atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
+
+#: the paper's numbers (ICLR 2022, Section 3) the report compares with
+PAPER = {
+    "accuracy": {"mnist": 98.99, "fashion-mnist": 89.12},
+    "weight_error_below_1e-2_from_n": (15, 20),
+    "output_error_at_n20": 1e-3,
+    "overparam_factor_at_n20": 30,
+}
 
 CSV_COLUMNS = ["dataset", "n", "solver", "max_rel_weight_error", "max_rel_output_error_train",
                "max_rel_output_error_test", "test_accuracy", "solve_seconds"]
@@ -15,12 +26,10 @@ EXTRA_COLUMNS = ["global_rel_output_error_train", "global_rel_output_error_test"
 LABEL = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "statuses": json.dumps(r.get("statuses", {}), sort_keys=True)})
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """``results.csv``: one line per (data set, solver, n); ``statuses`` as sorted JSON."""
+    return atomic_write_csv(path, [{**r, "statuses": json.dumps(r.get("statuses", {}), sort_keys=True)} for r in rows],
+                            CSV_COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
 
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
@@ -61,11 +70,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         fig.suptitle("Random subset-sum approximation of LeNet5's conv weights" if fig_name.startswith("figure3")
                      else "Max relative output error of LeNet5's conv part (16x7x7)")
         fig.tight_layout()
-        for ext in ("png", "pdf"):
-            path = out / f"{fig_name}.{ext}"
-            fig.savefig(path, dpi=130)
-            written.append(path)
-        plt.close(fig)
+        written += save_figure(fig, out, fig_name, dpi=130)
     return written
 
 
@@ -185,6 +190,34 @@ def report(rows: list[dict], summary: dict, out: Path, residuals: dict | None = 
     if t:
         lines += ["", "## Timing", "", "```", json.dumps(t, indent=1), "```"]
     lines += ["", "Paper: n = 30 for the 2572 parameters took about 1 hour on 32 cores (Gurobi).", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(Path(out) / "report.md", "\n".join(lines))
+
+
+def write_all(rows: list[dict], summary: dict, out, residuals: dict | None = None,
+              write_residuals: bool = True) -> None:
+    """Everything a run leaves in ``out``: results.csv, residuals.npz (per-parameter residuals, read
+    with ``allow_pickle=False``), figure3/figure4 (PNG + PDF), summary.json and report.md."""
+    import numpy as np
+
+    out = Path(out)
+    write_csv(rows, out / "results.csv")
+    if write_residuals and residuals is not None:
+        with atomic_open(out / "residuals.npz", "wb") as fh:
+            np.savez_compressed(fh, **residuals)
+    plot(rows, out)
+    atomic_write_json(out / "summary.json", summary, indent=1, default=float)
+    report(rows, summary, out, residuals)
+
+
+def rewrite(out) -> None:
+    """Redraws results.csv, the figures, summary.json and report.md of a finished run from its
+    summary.json and residuals.npz (no recomputation)."""
+    import numpy as np
+
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    residuals = None
+    if (out / "residuals.npz").is_file():
+        with np.load(out / "residuals.npz", allow_pickle=False) as z:
+            residuals = {k: z[k] for k in z.files}
+    write_all(summary["results"], summary, out, residuals, write_residuals=False)

@@ -1,4 +1,12 @@
-"""CSV, Dolan-More performance profiles, residual-vs-time plots and the markdown summary of ``slth bench``."""
+"""Analysis, tables, figures and the markdown summary of ``slth bench``
+(:mod:`pipelines.experiments.bench`): reference residuals and ratios, the claimed-optimal-but-beaten
+flag, Dolan-More performance profiles, the headline table and issue 6's target check, the CSVs,
+profile and residual-vs-time plots (PNG + PDF) and ``summary.md``.
+
+Works on result rows only (dicts, one per instance and solver) and imports nothing from the
+experiment module (the experiment imports this one), so a finished run's report can be redrawn
+from its ``results.csv`` alone (:func:`rewrite`).
+"""
 from __future__ import annotations
 
 import csv
@@ -8,8 +16,139 @@ from pathlib import Path
 
 import numpy as np
 
-from .benchmark import SUITES, headline, performance_profile, solved_time
+from ..reporting import atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
 
+SUITES = ("rss", "rfss", "mrss", "lenet5")
+DEFAULT_SOLVERS = ("exact", "heuristic", "cbc", "cpsat", "scip", "highs", "gurobi", "auto")
+MILP_BACKENDS = ("cbc", "cpsat", "scip", "highs", "gurobi")
+#: residuals closer than this (relative, with an absolute floor) count as equal
+REL_TOL = 1e-9
+ABS_TOL = 1e-15
+#: ratio denominator floor: an optimum of 0 is only matched by a residual <= ABS_TOL
+RATIO_FLOOR = 1e-15
+
+# ----------------------------------------------------------------------------- analysis of the result rows
+def reference_residuals(results: list[dict]) -> dict[str, tuple[float, str]]:
+    """Per instance: (reference residual, kind). kind = ``exact`` when the exact solver proved the
+    optimum, else ``best_found`` (the best residual of any solver); inf when nobody found a mask."""
+    ref: dict[str, tuple[float, str]] = {}
+    for r in results:
+        if r["solver"] == "exact" and r["status"] == "optimal":
+            ref[r["id"]] = (r["residual"], "exact")
+    for r in results:
+        if r["id"] in ref and ref[r["id"]][1] == "exact":
+            continue
+        best = ref.get(r["id"], (math.inf, "best_found"))[0]
+        ref[r["id"]] = (min(best, r["residual"]), "best_found")
+    return ref
+
+
+def residual_ratio(residual: float, reference: float) -> float:
+    """residual / reference with the conventions: equal (within REL_TOL/ABS_TOL) -> 1.0; no
+    solution -> inf; the reference is floored at RATIO_FLOOR so an optimum of 0 gives a finite,
+    huge ratio for any residual above ABS_TOL."""
+    if not math.isfinite(residual):
+        return math.inf
+    if residual <= reference + max(ABS_TOL, REL_TOL * reference):
+        return 1.0
+    return residual / max(reference, RATIO_FLOOR)
+
+
+def strictly_better(a: float, b: float) -> bool:
+    """a is better than b by more than the equality tolerance."""
+    return a < b - max(ABS_TOL, REL_TOL * b)
+
+
+def annotate(results: list[dict]) -> list[dict]:
+    """Adds ``reference``, ``reference_kind``, ``ratio`` and ``claimed_optimal_beaten`` to every row.
+
+    ``claimed_optimal_beaten``: the solver claimed optimality (status ``optimal`` or the raw claim
+    ``claimed_optimal``) and some other solver's mask on the same instance is strictly better."""
+    ref = reference_residuals(results)
+    best_other: dict[tuple[str, str], float] = {}
+    by_id: dict[str, list[dict]] = {}
+    for r in results:
+        by_id.setdefault(r["id"], []).append(r)
+    for iid, rows in by_id.items():
+        for r in rows:
+            others = [q["residual"] for q in rows if q is not r and q["solver"] != r["solver"]]
+            best_other[(iid, r["solver"])] = min(others) if others else math.inf
+    out = []
+    for r in results:
+        value, kind = ref[r["id"]]
+        claimed = r["status"] == "optimal" or bool(r.get("claimed_optimal"))
+        out.append({**r, "reference": value, "reference_kind": kind, "ratio": residual_ratio(r["residual"], value),
+                    "claimed_optimal_beaten": bool(claimed and strictly_better(best_other[(r["id"], r["solver"])],
+                                                                                r["residual"]))})
+    return out
+
+
+def performance_profile(values: dict[str, dict[str, float]], taus) -> dict[str, list[float]]:
+    """Dolan-More profile. ``values[solver][instance]`` = cost (time or residual ratio; inf =
+    failure). For each instance the ratio r = cost / min over solvers; rho_s(tau) = share of
+    instances with r <= tau. Instances where every solver failed count as failures for all."""
+    solvers = list(values)
+    ids = sorted({i for v in values.values() for i in v})
+    best = {i: min(values[s].get(i, math.inf) for s in solvers) for i in ids}
+    prof = {}
+    for s in solvers:
+        ratios = []
+        for i in ids:
+            c, b = values[s].get(i, math.inf), best[i]
+            if not math.isfinite(c) or not math.isfinite(b):
+                ratios.append(math.inf)
+            elif b <= 0:
+                ratios.append(1.0 if c <= 0 else math.inf)
+            else:
+                ratios.append(c / b)
+        prof[s] = [sum(r <= t for r in ratios) / len(ids) if ids else 0.0 for t in taus]
+    return prof
+
+
+def solved_time(r: dict, tol_ratio: float = 1.0) -> float:
+    """Cost for the time profile: time to best if the solver reached the reference residual
+    (ratio <= tol_ratio), else inf. Falls back to total seconds when no incumbent times exist."""
+    if r["ratio"] > tol_ratio:
+        return math.inf
+    t = r.get("time_to_best")
+    return float(t) if t is not None and math.isfinite(t) else float(r["seconds"])
+
+
+def target_check(rows: list[dict], max_n: int = 25, factor: float = 2.0, limit: float = 1.0) -> dict:
+    """Issue 6's target: per MILP backend, the share of RSS instances with n <= max_n whose
+    residual is within ``factor`` x the exact optimum and took <= ``limit`` seconds."""
+    out = {}
+    for s in sorted({r["solver"] for r in rows if r["solver"] in MILP_BACKENDS}):
+        sel = [r for r in rows if r["suite"] == "rss" and r["solver"] == s and r["n"] <= max_n
+               and r["reference_kind"] == "exact"]
+        if not sel:
+            continue
+        ok = [r for r in sel if r["ratio"] <= factor and r["seconds"] <= limit * 1.05]
+        med = float(np.median([r["ratio"] for r in sel]))
+        out[s] = {"instances": len(sel), "within": len(ok), "share": len(ok) / len(sel), "median_ratio": med,
+                  "worst_ratio": float(max(r["ratio"] for r in sel))}
+    return out
+
+
+def headline(rows: list[dict]) -> list[dict]:
+    """Per suite and solver: instances, solved, share within 2x of the reference, median ratio,
+    proven optimal, median seconds, claimed-optimal-but-beaten count."""
+    table = []
+    for suite in [s for s in SUITES if any(r["suite"] == s for r in rows)]:
+        for solver in [s for s in DEFAULT_SOLVERS if any(r["solver"] == s and r["suite"] == suite for r in rows)]:
+            sel = [r for r in rows if r["suite"] == suite and r["solver"] == solver]
+            ratios = [r["ratio"] for r in sel]
+            table.append({"suite": suite, "solver": solver, "instances": len(sel),
+                          "found": sum(math.isfinite(r["residual"]) for r in sel),
+                          "within_2x": sum(x <= 2 for x in ratios) / len(sel),
+                          "median_ratio": float(np.median(ratios)),
+                          "proven_optimal": sum(r["status"] == "optimal" for r in sel),
+                          "median_seconds": float(np.median([r["seconds"] for r in sel])),
+                          "claimed_optimal_beaten": sum(r["claimed_optimal_beaten"] for r in sel)})
+    return table
+
+
+# ----------------------------------------------------------------------------- files and figures
 COLUMNS = ["id", "suite", "n", "d", "k", "solver", "status", "residual", "reference", "reference_kind", "ratio",
            "claimed_optimal", "claimed_optimal_beaten", "seconds", "time_to_first", "time_to_best",
            "solver_objective", "solver_version", "message"]
@@ -23,12 +162,9 @@ def _num(x) -> str:
     return str(x)
 
 
-def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([_num(r.get(c)) for c in columns])
+def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> Path:
+    """``results.csv``: the ``columns`` of every row (None as '', floats in full precision)."""
+    return atomic_write_csv(path, [{c: _num(r.get(c)) for c in columns} for r in rows], columns)
 
 
 def solver_colors(rows: list[dict]) -> dict:
@@ -82,11 +218,7 @@ def plot_profiles(rows: list[dict], out: Path) -> list[Path]:
         axes[0][-1].legend(handles=legend_handles(colors), fontsize=7, loc="lower right")
         fig.suptitle(f"Dolan-More performance profile on {'time' if kind == 'time' else 'residual ratio'}")
         fig.tight_layout()
-        for ext in ("png", "pdf"):
-            p = out / f"profile_{kind}.{ext}"
-            fig.savefig(p, dpi=120)
-            written.append(p)
-        plt.close(fig)
+        written += save_figure(fig, out, f"profile_{kind}", dpi=120)
     return written
 
 
@@ -113,13 +245,7 @@ def plot_residual_vs_time(rows: list[dict], out: Path) -> list[Path]:
     axes[0][0].set_ylabel("residual / reference (no solution: 1e12)")
     axes[0][-1].legend(handles=legend_handles(colors, markers), fontsize=7)
     fig.tight_layout()
-    written = []
-    for ext in ("png", "pdf"):
-        p = out / f"residual_vs_time.{ext}"
-        fig.savefig(p, dpi=120)
-        written.append(p)
-    plt.close(fig)
-    return written
+    return save_figure(fig, out, "residual_vs_time", dpi=120)
 
 
 def headline_markdown(table: list[dict]) -> list[str]:
@@ -182,11 +308,8 @@ def write_all(rows: list[dict], summary: dict, out: Path) -> None:
     out = Path(out)
     write_csv(rows, out / "results.csv")
     table = summary.get("headline") or headline(rows)
-    with open(out / "headline.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_csv(out / "headline.csv", table, list(table[0]))
+    atomic_write_json(out / "summary.json", summary, indent=1, default=str)
     plot_profiles(rows, out)
     plot_residual_vs_time(rows, out)
     st = summary.get("settings", {})
@@ -241,4 +364,4 @@ def write_all(rows: list[dict], summary: dict, out: Path) -> None:
               "Time profile: the cost of a solve is its time to the best incumbent when it reached the reference "
               "residual, else a failure (a solver that never matches the best residual has no time). Instances are "
               "in `instances/` (npz, `milp.Instance.load`), with `manifest.json` giving sizes and content hashes."]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

@@ -2,7 +2,8 @@
 
 For every n in the sweep, every parameter p of LeNet5's convolutional part (weights AND biases,
 2572 in all) is replaced by its best subset sum of n fresh Uniform[-1, 1] samples,
-min |p - sum_i a_i x_i| over a in {0,1}^n (Section 3), solved through the batch engine. Metrics:
+min |p - sum_i a_i x_i| over a in {0,1}^n (Section 3), solved through the batch engine. Metrics
+(:mod:`pipelines.metrics`):
 
 - Figure 3: per parameter tensor, max |p - p'| / max |p|; the figure shows the max over tensors.
 - Figure 4: on the output of the convolutional part (16 x 7 x 7, before flatten). Paper's text:
@@ -10,39 +11,77 @@ min |p - sum_i a_i x_i| over a in {0,1}^n (Section 3), solved through the batch 
   (``per_image``). The authors' public code instead divides the largest activation error over the
   data set by the largest original activation over the data set (``global``). Both are computed.
 - Test accuracy of the whole network with the substituted conv part.
+
+What is cached, and under which key (reruns skip finished work unit by unit): the trained models
+(``models.training.TrainConfig`` hash, see :mod:`pipelines.targets`), every solved instance (the
+SQLite store, default ``<cache>/stores/iclr-lenet5.sqlite``, keyed by instance + solver options),
+and the output metrics of every sweep point (:func:`metrics_key`, a content hash of the model, the
+substituted weights and the data, in ``<cache>/stores/iclr-metrics/``). :class:`Config` holds
+everything that determines the results; its ``key()`` is recorded in ``config.json`` and
+``summary.json`` of the results folder.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-PAPER = {
-    "accuracy": {"mnist": 98.99, "fashion-mnist": 89.12},
-    "weight_error_below_1e-2_from_n": (15, 20),
-    "output_error_at_n20": 1e-3,
-    "overparam_factor_at_n20": 30,
-}
+from ..metrics import accuracy, conv_outputs, max_rel_weight_error, output_errors
+from ..reporting import atomic_write_text, machine_line, status_counts
+from . import iclr_lenet5_report as report_module
+from .base import ExperimentConfig, config_record, finished_summary, write_config
+from .iclr_lenet5_report import PAPER
+
+NAME = "iclr-lenet5"
+DESCRIPTION = "ICLR 2022 Section 3 (Figs. 3-4): LeNet5's 2572 conv parameters as random subset sums, n = 5..30"
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """What determines the results of one sweep; its hash names cached stores."""
+class Config(ExperimentConfig):
+    """Everything that determines the results of the sweep (not: worker count, store, data folder)."""
 
-    dataset: str = "mnist"
+    NAME = NAME
+
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
     ns: tuple[int, ...] = (5, 10, 15, 20, 25, 30)
-    solver: str = "auto"
+    solvers: tuple[str, ...] = ("auto",)
     time_limit: float | None = None
     epochs: int = 50
     seed: int = 0
 
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    def __post_init__(self) -> None:
+        from ..data import check_name
+
+        super().__post_init__()
+        if isinstance(self.datasets, str) or isinstance(self.solvers, str) or isinstance(self.ns, (int, str)):
+            raise ValueError("Config: datasets, ns and solvers are sequences (e.g. ('mnist',), (20,), ('auto',))")
+        self._set("datasets", tuple(dict.fromkeys(check_name(d) for d in self.datasets)))
+        if not self.datasets:
+            raise ValueError("datasets: at least one data set")
+        ns = tuple(int(n) for n in self.ns)
+        if not ns or min(ns) < 1:
+            raise ValueError(f"ns: sample sizes must be positive integers, got {self.ns!r}")
+        self._set("ns", ns)
+        solvers = tuple(str(s) for s in self.solvers)
+        if not solvers or not all(solvers):
+            raise ValueError(f"solvers: at least one solver name, got {self.solvers!r}")
+        self._set("solvers", solvers)
+        if self.time_limit is not None:
+            if not float(self.time_limit) > 0:
+                raise ValueError(f"time_limit: must be a positive number of seconds or None, got {self.time_limit!r}")
+            self._set("time_limit", float(self.time_limit))
+        if int(self.epochs) < 0:
+            raise ValueError(f"epochs: must be >= 0, got {self.epochs!r}")
+        self._set("epochs", int(self.epochs))
+        self._set("seed", int(self.seed))
+
+
+#: the earlier name of :class:`Config`
+SweepConfig = Config
 
 
 def conv_parameters(features) -> list[tuple[str, np.ndarray]]:
@@ -76,50 +115,6 @@ def approximate(params, masks: np.ndarray, X: np.ndarray):
     return out
 
 
-def max_rel_weight_error(params, approx) -> tuple[float, dict]:
-    """Figure 3 metric: per tensor max|p - p'| / max|p|, and the max over tensors. An all-zero tensor
-    counts 0 when approximated exactly (the empty subset) and inf otherwise."""
-    per = {}
-    for (name, p), (_, q) in zip(params, approx):
-        err, top = float(np.abs(p - q).max()), float(np.abs(p).max())
-        per[name] = err / top if top > 0 else (0.0 if err == 0 else float("inf"))
-    return max(per.values()), per
-
-
-def conv_outputs(features, images, batch_size: int = 100):
-    """Flattened outputs (N, 784) of a conv part over ``images``, in the features' dtype.
-
-    Small batches keep the im2col buffers in cache: on 2 cores the float64 pass over the 60k
-    training images takes ~4 s with batches of 100 and ~17 s with batches of 2000."""
-    import torch
-
-    features.eval()
-    dt = next(features.parameters()).dtype
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            outs.append(features(torch.as_tensor(images[start:start + batch_size]).to(dt)).flatten(1))
-    return torch.cat(outs)
-
-
-def output_errors(f_out, g_out) -> dict:
-    """Figure 4 metrics from the conv-part outputs of the target (``f_out``) and the approximation.
-
-    Returns ``per_image`` (paper's text: max over images of max|f - g| / max|f| per image),
-    ``global`` (authors' code: max over everything of |f - g| / max over everything of |f|),
-    and the raw ``max_abs`` error. Pass float64 outputs so the metric is not limited by float32.
-    """
-    import torch
-
-    err = (f_out - g_out).abs().amax(dim=1)
-    top = f_out.abs().amax(dim=1)
-    zero = torch.zeros((), dtype=err.dtype)
-    ratio = torch.where(top > 0, err / top.clamp_min(1e-300), torch.where(err > 0, torch.inf, zero))
-    max_abs, max_f = float(err.max()), float(top.max())
-    return {"per_image": float(ratio.max()), "global": max_abs / max_f if max_f > 0 else float("inf"),
-            "max_abs": max_abs}
-
-
 def target_outputs(model, data) -> dict:
     """Adds the float64 conv outputs of the target network on train and test to ``data``."""
     import torch
@@ -128,19 +123,6 @@ def target_outputs(model, data) -> dict:
     data["train_out"] = conv_outputs(f64.features, data["train"][0])
     data["test_out"] = conv_outputs(f64.features, data["test"][0])
     return data
-
-
-def accuracy(model, images, labels, batch_size: int = 500) -> float:
-    import torch
-
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[start:start + batch_size]).float()
-            y = torch.as_tensor(labels[start:start + batch_size])
-            correct += int((model(x).argmax(1) == y).sum())
-    return 100.0 * correct / len(images)
 
 
 def substituted_model(model, approx, dtype=None):
@@ -158,6 +140,7 @@ def substituted_model(model, approx, dtype=None):
     return g
 
 
+# ----------------------------------------------------------------------------- metrics cache
 #: bump when the metric definitions change: cached metrics of older versions are then ignored
 METRICS_VERSION = 1
 
@@ -189,6 +172,20 @@ def _split_digest(data, split: str) -> bytes:
     return data[key]
 
 
+def metrics_cache_dir() -> Path:
+    """``<cache>/stores/iclr-metrics``: one JSON file per :func:`metrics_key`."""
+    from ..paths import store_dir
+
+    return store_dir() / "iclr-metrics"
+
+
+def default_store() -> Path:
+    """``<cache>/stores/iclr-lenet5.sqlite``: the solved instances of every sweep."""
+    from ..paths import store_dir
+
+    return store_dir() / "iclr-lenet5.sqlite"
+
+
 def _cached_metrics(cache_dir, key: str):
     """The cached metrics for ``key`` (JSON, never code), or None. A damaged entry is ignored
     (and recomputed), never trusted."""
@@ -210,13 +207,11 @@ def _cached_metrics(cache_dir, key: str):
 def _save_metrics(cache_dir, key: str, metrics: dict) -> None:
     if cache_dir is None:
         return
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"key": key, "version": METRICS_VERSION, **metrics}))
-    os.replace(tmp, cache_dir / f"{key}.json")  # atomic: a kill leaves the old entry or none
+    # atomic: a kill leaves the old entry or none
+    atomic_write_text(Path(cache_dir) / f"{key}.json", json.dumps({"key": key, "version": METRICS_VERSION, **metrics}))
 
 
+# ----------------------------------------------------------------------------- one sweep point
 @dataclass
 class SweepPoint:
     dataset: str
@@ -276,9 +271,7 @@ def run_sweep_point(model, params, data, n: int, solver: str, seed: int, time_li
         te = output_errors(data["test_out"], conv_outputs(g64.features, data["test"][0]))
         acc = accuracy(substituted_model(model, approx), *data["test"])
         _save_metrics(metrics_cache, key, {"train": tr, "test": te, "accuracy": acc})
-    statuses: dict[str, int] = {}
-    for s in sols:
-        statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
+    statuses = status_counts(sols)
     if unsolved:
         statuses["no_solution_empty_subset"] = len(unsolved)
     residuals = np.array([s.error if s.found else abs(float(flat[i])) for i, s in enumerate(sols)])
@@ -299,38 +292,44 @@ def kernel_l1_norms(params) -> list[float]:
 
 
 def load_data(dataset: str, data_dir=None) -> dict:
-    from .data import load_dataset
+    """{"train": (images, labels), "test": (...)} as float32 / int64 tensors (decoded once per process,
+    see :mod:`pipelines.data`)."""
+    from ..data import load_dataset
 
     return {"train": load_dataset(dataset, "train", root=data_dir), "test": load_dataset(dataset, "test", root=data_dir)}
 
 
-def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 30), solvers=("auto",),
-                   epochs: int = 50, seed: int = 0, out=None, time_limit=None, n_jobs: int = 2, data_dir=None,
-                   store=None, progress: bool = True, command: str = "", recompute_metrics: bool = False) -> dict:
+def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 2, data_dir=None,
+        store=None, recompute_metrics: bool = False, skip_finished: bool = False) -> dict:
     """Train (or load) LeNet5 per data set, run the subset-sum sweep for every solver and n, and
-    write results.csv, figure3/figure4 (PNG+PDF), summary.json and report.md into ``out``.
+    write results.csv, residuals.npz, figure3/figure4 (PNG+PDF), config.json, summary.json and
+    report.md into ``out`` (default ``results/iclr-lenet5``).
 
-    Resumable: trained models are cached by config hash, solved instances live in the SQLite store
-    (default ``<cache>/stores/iclr-lenet5.sqlite``), and the output metrics of a sweep point are
-    cached under a hash of (model, substituted weights, data) in ``<cache>/stores/iclr-metrics/``
-    (``recompute_metrics=True`` ignores and rewrites them).
+    Runtime arguments (they do not change the results): ``n_jobs`` workers; ``data_dir`` a folder
+    of IDX files instead of the installed data sets; ``store`` the SQLite store of solved
+    instances (default :func:`default_store`); ``recompute_metrics`` ignores and rewrites the cached
+    output metrics; ``skip_finished`` returns the summary already in ``out`` when it records a
+    finished run of this config (same key) instead of redoing the sweep and rewriting the report.
     """
-    import os
-    import platform
+    from ..paths import results_dir
+    from ..targets import ensure_trained_lenet5, get_trained_lenet5
 
-    from . import iclr_report
-    from .paths import results_dir, store_dir
-    from .targets import ensure_trained_lenet5, get_trained_lenet5
-
-    out = results_dir("iclr-lenet5", out)
-    store = store if store is not None else store_dir() / "iclr-lenet5.sqlite"
-    metrics_cache = store_dir() / "iclr-metrics"
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
+    out = results_dir(NAME, out)
+    if skip_finished:
+        done = finished_summary(out, config)
+        if done is not None:
+            if progress:
+                print(f"{config.describe()}: finished run found in {out}; nothing to do", flush=True)
+            return {**done, "out": str(out)}
+    store = store if store is not None else default_store()
+    metrics_cache = metrics_cache_dir()
+    datasets, ns, solvers = list(config.datasets), list(config.ns), list(config.solvers)
+    epochs, seed, time_limit = config.epochs, config.seed, config.time_limit
     t_start = time.perf_counter()
     timing: dict = {"datasets": {}}
     # Train every missing model first (in parallel 1-thread processes when two are missing).
-    from .data import check_name
-
-    datasets = list(dict.fromkeys(check_name(d) for d in datasets))
     trained = ensure_trained_lenet5(datasets, epochs, seed, data_dir, progress)
     timing["training_seconds"] = round(time.perf_counter() - t_start, 2)
     if progress:
@@ -372,15 +371,26 @@ def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 3
                                   "model_was_cached": not trained[ds]["trained_now"], "sweep_seconds": t_sweep}
         del data
     timing["total_seconds"] = round(time.perf_counter() - t_start, 2)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    summary = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                                              f"{platform.python_version()}, load at end {load:.2f}",
-               "settings": {"datasets": list(datasets), "ns": list(ns), "solvers": list(solvers), "epochs": epochs,
+    summary = {"command": command, "machine": machine_line(),
+               "settings": {"datasets": datasets, "ns": ns, "solvers": solvers, "epochs": epochs,
                             "seed": seed, "time_limit": time_limit, "n_jobs": n_jobs},
-               "paper": PAPER, "datasets": ds_info, "timing": timing, "results": rows}
-    iclr_report.write_csv(rows, out / "results.csv")
-    np.savez_compressed(out / "residuals.npz", **residuals)  # per-parameter residuals, read with allow_pickle=False
-    iclr_report.plot(rows, out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    iclr_report.report(rows, summary, out, residuals)
-    return summary
+               "paper": PAPER, "datasets": ds_info, "timing": timing, "results": rows, **config_record(config)}
+    write_config(out, config)
+    report_module.write_all(rows, summary, out, residuals)
+    return {**summary, "out": str(out)}  # where it went (not in summary.json)
+
+
+def rewrite_report(out) -> None:
+    """Redraws results.csv, the figures and report.md of a finished run in ``out`` from its
+    summary.json and residuals.npz (no recomputation)."""
+    report_module.rewrite(out)
+
+
+def run_experiment(datasets=("mnist", "fashion-mnist"), ns=(5, 10, 15, 20, 25, 30), solvers=("auto",),
+                   epochs: int = 50, seed: int = 0, out=None, time_limit=None, n_jobs: int = 2, data_dir=None,
+                   store=None, progress: bool = True, command: str = "", recompute_metrics: bool = False) -> dict:
+    """The earlier keyword interface: builds the :class:`Config` and calls :func:`run`."""
+    config = Config(datasets=tuple(datasets), ns=tuple(ns), solvers=tuple(solvers), time_limit=time_limit,
+                    epochs=epochs, seed=seed)
+    return run(config, out=out, progress=progress, command=command, n_jobs=n_jobs, data_dir=data_dir, store=store,
+               recompute_metrics=recompute_metrics)

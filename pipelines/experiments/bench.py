@@ -16,36 +16,41 @@ Suites (fixed seeds; every instance is written to ``<out>/instances/`` so it can
   conv2), scaled to ||z||_1 = 1 (the theorem's hypothesis ||K||_1 <= 1; the network is
   positively homogeneous, so the scale can be carried to the output), n = 128 NSN candidates, k = 11.
 
-Metrics, per instance and solver: the true residual (recomputed from the 0/1 mask), its ratio to
-the reference (the exact optimum where ``exact`` proved it, else the best residual any solver
-found), status, seconds, time to first / best incumbent where the solver reports them, and a flag
-when a solver claimed optimality but another solver's mask is strictly better.
+Metrics (computed in :mod:`pipelines.experiments.bench_report`), per instance and solver: the
+true residual (recomputed from the 0/1 mask), its ratio to the reference (the exact optimum where
+``exact`` proved it, else the best residual any solver found), status, seconds, time to first /
+best incumbent where the solver reports them, and a flag when a solver claimed optimality but
+another solver's mask is strictly better.
+
+What is cached (reruns skip finished work): every solve, in the SQLite store (default
+``<cache>/stores/bench.sqlite``, keyed by instance + solver options). :class:`Config` holds what
+determines the results; its ``key()`` is recorded in ``config.json`` and ``summary.json``.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SUITES = ("rss", "rfss", "mrss", "lenet5")
-DEFAULT_SOLVERS = ("exact", "heuristic", "cbc", "cpsat", "scip", "highs", "gurobi", "auto")
-MILP_BACKENDS = ("cbc", "cpsat", "scip", "highs", "gurobi")
+from models.random_tensors import nsn
+
+from ..reporting import atomic_write_json, machine_line
+from . import bench_report
+from .base import ExperimentConfig, config_record, finished_summary, write_config
+from .bench_report import (ABS_TOL, DEFAULT_SOLVERS, MILP_BACKENDS, RATIO_FLOOR, REL_TOL, SUITES,  # noqa: F401
+                           annotate, headline, performance_profile, reference_residuals, residual_ratio, solved_time,
+                           strictly_better, target_check)
+
+NAME = "bench"
+DESCRIPTION = "solver benchmark on RSS / RFSS / MRSS / LeNet5 subset-sum suites: residual ratios, times, profiles"
+
 RSS_NS = (10, 15, 20, 25, 30, 35, 40)
 RFSS_NS = (10, 20, 30, 40)
 MRSS_DS = (4, 25, 150, 400)
 MRSS_NS = (32, 128, 512)
-#: residuals closer than this (relative, with an absolute floor) count as equal
-REL_TOL = 1e-9
-ABS_TOL = 1e-15
-#: ratio denominator floor: an optimum of 0 is only matched by a residual <= ABS_TOL
-RATIO_FLOOR = 1e-15
 
 
 class BenchError(ValueError):
@@ -61,11 +66,6 @@ class BenchInstance:
 
 
 # ----------------------------------------------------------------------------- instance suites
-def nsn(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    """n NSN vectors of dimension d (Definition 4): X_ij = Z_i * Z_ij, Z standard normal."""
-    return rng.standard_normal((n, 1)) * rng.standard_normal((n, d))
-
-
 def suite_rss(repeats: int, seed: int = 0) -> list[BenchInstance]:
     import milp
 
@@ -114,8 +114,8 @@ def suite_lenet5(repeats: int, seed: int = 0, progress: bool = False) -> list[Be
     """ICLR RSS instances and NeurIPS-style structured MRSS instances from the trained MNIST LeNet5."""
     import milp
 
+    from ..targets import ensure_trained_lenet5, get_trained_lenet5
     from .iclr_lenet5 import build_instances, conv_parameters
-    from .targets import ensure_trained_lenet5, get_trained_lenet5
 
     ensure_trained_lenet5(["mnist"], progress=progress)
     model, _ = get_trained_lenet5("mnist", progress=progress)
@@ -169,135 +169,12 @@ def save_instances(items: list[BenchInstance], folder: Path) -> Path:
             b.instance.save(path)
         rows.append({"id": b.id, "suite": b.suite, "file": str(path.relative_to(folder)),
                      "content_hash": b.instance.content_hash(), **{k: v for k, v in b.meta.items()}})
-    manifest = folder / "manifest.json"
-    manifest.write_text(json.dumps(rows, indent=1))
-    return manifest
+    return atomic_write_json(folder / "manifest.json", rows, indent=1)
 
 
-# ----------------------------------------------------------------------------- metrics
-def reference_residuals(results: list[dict]) -> dict[str, tuple[float, str]]:
-    """Per instance: (reference residual, kind). kind = ``exact`` when the exact solver proved the
-    optimum, else ``best_found`` (the best residual of any solver); inf when nobody found a mask."""
-    ref: dict[str, tuple[float, str]] = {}
-    for r in results:
-        if r["solver"] == "exact" and r["status"] == "optimal":
-            ref[r["id"]] = (r["residual"], "exact")
-    for r in results:
-        if r["id"] in ref and ref[r["id"]][1] == "exact":
-            continue
-        best = ref.get(r["id"], (math.inf, "best_found"))[0]
-        ref[r["id"]] = (min(best, r["residual"]), "best_found")
-    return ref
-
-
-def residual_ratio(residual: float, reference: float) -> float:
-    """residual / reference with the conventions: equal (within REL_TOL/ABS_TOL) -> 1.0; no
-    solution -> inf; the reference is floored at RATIO_FLOOR so an optimum of 0 gives a finite,
-    huge ratio for any residual above ABS_TOL."""
-    if not math.isfinite(residual):
-        return math.inf
-    if residual <= reference + max(ABS_TOL, REL_TOL * reference):
-        return 1.0
-    return residual / max(reference, RATIO_FLOOR)
-
-
-def strictly_better(a: float, b: float) -> bool:
-    """a is better than b by more than the equality tolerance."""
-    return a < b - max(ABS_TOL, REL_TOL * b)
-
-
-def annotate(results: list[dict]) -> list[dict]:
-    """Adds ``reference``, ``reference_kind``, ``ratio`` and ``claimed_optimal_beaten`` to every row.
-
-    ``claimed_optimal_beaten``: the solver claimed optimality (status ``optimal`` or the raw claim
-    ``claimed_optimal``) and some other solver's mask on the same instance is strictly better."""
-    ref = reference_residuals(results)
-    best_other: dict[tuple[str, str], float] = {}
-    by_id: dict[str, list[dict]] = {}
-    for r in results:
-        by_id.setdefault(r["id"], []).append(r)
-    for iid, rows in by_id.items():
-        for r in rows:
-            others = [q["residual"] for q in rows if q is not r and q["solver"] != r["solver"]]
-            best_other[(iid, r["solver"])] = min(others) if others else math.inf
-    out = []
-    for r in results:
-        value, kind = ref[r["id"]]
-        claimed = r["status"] == "optimal" or bool(r.get("claimed_optimal"))
-        out.append({**r, "reference": value, "reference_kind": kind, "ratio": residual_ratio(r["residual"], value),
-                    "claimed_optimal_beaten": bool(claimed and strictly_better(best_other[(r["id"], r["solver"])],
-                                                                                r["residual"]))})
-    return out
-
-
-def performance_profile(values: dict[str, dict[str, float]], taus) -> dict[str, list[float]]:
-    """Dolan-More profile. ``values[solver][instance]`` = cost (time or residual ratio; inf =
-    failure). For each instance the ratio r = cost / min over solvers; rho_s(tau) = share of
-    instances with r <= tau. Instances where every solver failed count as failures for all."""
-    solvers = list(values)
-    ids = sorted({i for v in values.values() for i in v})
-    best = {i: min(values[s].get(i, math.inf) for s in solvers) for i in ids}
-    prof = {}
-    for s in solvers:
-        ratios = []
-        for i in ids:
-            c, b = values[s].get(i, math.inf), best[i]
-            if not math.isfinite(c) or not math.isfinite(b):
-                ratios.append(math.inf)
-            elif b <= 0:
-                ratios.append(1.0 if c <= 0 else math.inf)
-            else:
-                ratios.append(c / b)
-        prof[s] = [sum(r <= t for r in ratios) / len(ids) if ids else 0.0 for t in taus]
-    return prof
-
-
-def solved_time(r: dict, tol_ratio: float = 1.0) -> float:
-    """Cost for the time profile: time to best if the solver reached the reference residual
-    (ratio <= tol_ratio), else inf. Falls back to total seconds when no incumbent times exist."""
-    if r["ratio"] > tol_ratio:
-        return math.inf
-    t = r.get("time_to_best")
-    return float(t) if t is not None and math.isfinite(t) else float(r["seconds"])
-
-
-def target_check(rows: list[dict], max_n: int = 25, factor: float = 2.0, limit: float = 1.0) -> dict:
-    """Issue 6's target: per MILP backend, the share of RSS instances with n <= max_n whose
-    residual is within ``factor`` x the exact optimum and took <= ``limit`` seconds."""
-    out = {}
-    for s in sorted({r["solver"] for r in rows if r["solver"] in MILP_BACKENDS}):
-        sel = [r for r in rows if r["suite"] == "rss" and r["solver"] == s and r["n"] <= max_n
-               and r["reference_kind"] == "exact"]
-        if not sel:
-            continue
-        ok = [r for r in sel if r["ratio"] <= factor and r["seconds"] <= limit * 1.05]
-        med = float(np.median([r["ratio"] for r in sel]))
-        out[s] = {"instances": len(sel), "within": len(ok), "share": len(ok) / len(sel), "median_ratio": med,
-                  "worst_ratio": float(max(r["ratio"] for r in sel))}
-    return out
-
-
-def headline(rows: list[dict]) -> list[dict]:
-    """Per suite and solver: instances, solved, share within 2x of the reference, median ratio,
-    proven optimal, median seconds, claimed-optimal-but-beaten count."""
-    table = []
-    for suite in [s for s in SUITES if any(r["suite"] == s for r in rows)]:
-        for solver in [s for s in DEFAULT_SOLVERS if any(r["solver"] == s and r["suite"] == suite for r in rows)]:
-            sel = [r for r in rows if r["suite"] == suite and r["solver"] == solver]
-            ratios = [r["ratio"] for r in sel]
-            table.append({"suite": suite, "solver": solver, "instances": len(sel),
-                          "found": sum(math.isfinite(r["residual"]) for r in sel),
-                          "within_2x": sum(x <= 2 for x in ratios) / len(sel),
-                          "median_ratio": float(np.median(ratios)),
-                          "proven_optimal": sum(r["status"] == "optimal" for r in sel),
-                          "median_seconds": float(np.median([r["seconds"] for r in sel])),
-                          "claimed_optimal_beaten": sum(r["claimed_optimal_beaten"] for r in sel)})
-    return table
-
-
-# ----------------------------------------------------------------------------- running
-def check_args(suites, solvers, time_limit, repeats, n_jobs) -> tuple[list[str], list[str]]:
-    import milp
+# ----------------------------------------------------------------------------- the config
+def _check_fields(suites, solvers, time_limit, repeats) -> list[str]:
+    """The suites (``all`` expanded); BenchError naming the command-line flag of a bad value."""
     from milp.backends import REGISTRY
 
     suites = list(SUITES) if suites in ("all", ["all"], ("all",)) else list(suites)
@@ -311,12 +188,47 @@ def check_args(suites, solvers, time_limit, repeats, n_jobs) -> tuple[list[str],
         raise BenchError(f"--time-limit: must be a positive number of seconds, got {time_limit!r}")
     if int(repeats) < 1:
         raise BenchError(f"--repeats: must be >= 1, got {repeats!r}")
+    return suites
+
+
+def check_args(suites, solvers, time_limit, repeats, n_jobs) -> tuple[list[str], list[str]]:
+    """(suites with ``all`` expanded, the requested solvers that are installed); BenchError naming
+    the flag of a bad value."""
+    import milp
+
+    suites = _check_fields(suites, solvers, time_limit, repeats)
     if int(n_jobs) == 0 or int(n_jobs) < -1:
         raise BenchError(f"--n-jobs: must be >= 1 or -1, got {n_jobs!r}")
     installed = [s for s in solvers if s in milp.available_solvers()]
     return suites, installed
 
 
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """What determines the benchmark's results (not: worker count, store). ``suites=("all",)`` is
+    the same config as every suite listed; solvers that are not installed are skipped at run time."""
+
+    NAME = NAME
+
+    suites: tuple[str, ...] = SUITES
+    solvers: tuple[str, ...] = DEFAULT_SOLVERS
+    time_limit: float = 1.0
+    repeats: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("suites", "solvers"):
+            if isinstance(getattr(self, name), str):
+                self._set(name, (getattr(self, name),))
+        self._set("solvers", tuple(str(s) for s in self.solvers))
+        self._set("suites", tuple(_check_fields(self.suites, self.solvers, self.time_limit, self.repeats)))
+        self._set("time_limit", float(self.time_limit))
+        self._set("repeats", int(self.repeats))
+        self._set("seed", int(self.seed))
+
+
+# ----------------------------------------------------------------------------- running
 def _row(b: BenchInstance, solver: str, sol) -> dict:
     return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "d": b.meta["d"], "k": b.meta.get("k"),
             "solver": solver, "residual": float(sol.error), "status": sol.status.value,
@@ -326,23 +238,43 @@ def _row(b: BenchInstance, solver: str, sol) -> dict:
             "message": (sol.message or "").splitlines()[0][:200] if sol.message else ""}
 
 
-def run_bench(suites=("all",), solvers=DEFAULT_SOLVERS, time_limit: float = 1.0, repeats: int = 5, out=None,
-              n_jobs: int = 1, seed: int = 0, store=None, progress: bool = True, command: str = "") -> dict:
+def default_store() -> Path:
+    """``<cache>/stores/bench.sqlite``: every benchmark solve."""
+    from ..paths import store_dir
+
+    return store_dir() / "bench.sqlite"
+
+
+def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 1, store=None,
+        skip_finished: bool = False) -> dict:
     """Build the suites, solve every instance with every installed solver (one thread each, the
     same time limit, through :func:`milp.solve_many` and its resumable store), annotate, and write
-    ``results.csv``, ``headline.csv``, ``summary.md``, ``summary.json`` and the plots into ``out``."""
+    ``results.csv``, ``headline.csv``, ``summary.md``, ``summary.json``, ``config.json``, the plots and
+    ``instances/`` into ``out`` (default ``results/bench``).
+
+    Runtime arguments (they do not change the results): ``n_jobs`` workers; ``store`` the SQLite
+    store (default :func:`default_store`); ``skip_finished`` returns the summary already in ``out``
+    when it records a finished run of this config (same key) instead of running again."""
     import milp
 
-    from . import benchmark_report
-    from .paths import results_dir, store_dir
+    from ..paths import results_dir
 
-    suites, installed = check_args(suites, list(solvers), time_limit, repeats, n_jobs)
-    out = results_dir("bench", out)
-    store = store if store is not None else store_dir() / "bench.sqlite"
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
+    time_limit, repeats, seed = config.time_limit, config.repeats, config.seed
+    suites, installed = check_args(config.suites, list(config.solvers), time_limit, repeats, n_jobs)
+    out = results_dir(NAME, out)
+    if skip_finished:
+        done = finished_summary(out, config)
+        if done is not None:
+            if progress:
+                print(f"{config.describe()}: finished run found in {out}; nothing to do", flush=True)
+            return {**done, "out": str(out)}
+    store = store if store is not None else default_store()
     t0 = time.perf_counter()
     items: list[BenchInstance] = []
     for s in suites:
-        items += build_suite(s, int(repeats), seed, progress)
+        items += build_suite(s, repeats, seed, progress)
     save_instances(items, out / "instances")
     exact_ok = milp.backends.get_backend("exact")
     rows, refused = [], []
@@ -359,14 +291,27 @@ def run_bench(suites=("all",), solvers=DEFAULT_SOLVERS, time_limit: float = 1.0,
                                time_limit=time_limit, seed=seed, threads=1, progress=progress)
         rows += [_row(b, solver, s) for b, s in zip(todo, sols)]
     rows = annotate(rows)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    summary = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                                              f"{platform.python_version()}, load at end {load:.2f}",
+    summary = {"command": command, "machine": machine_line(),
                "settings": {"suites": suites, "solvers": installed, "time_limit": time_limit, "repeats": repeats,
                             "n_jobs": n_jobs, "seed": seed, "threads_per_solve": 1},
                "solver_versions": {r["solver"]: r["solver_version"] for r in rows},
                "exact_refused": len(refused), "instances": len(items), "solves": len(rows),
                "wall_seconds": round(time.perf_counter() - t0, 1),
-               "headline": headline(rows), "target_check": target_check(rows)}
-    benchmark_report.write_all(rows, summary, out)
-    return summary
+               "headline": headline(rows), "target_check": target_check(rows), **config_record(config)}
+    write_config(out, config)
+    bench_report.write_all(rows, summary, out)
+    return {**summary, "out": str(out)}  # where it went (not in summary.json)
+
+
+def rewrite_report(out) -> None:
+    """Redraws the figures and summary.md of a finished run from its results.csv and summary.json."""
+    bench_report.rewrite(out)
+
+
+def run_bench(suites=("all",), solvers=DEFAULT_SOLVERS, time_limit: float = 1.0, repeats: int = 5, out=None,
+              n_jobs: int = 1, seed: int = 0, store=None, progress: bool = True, command: str = "") -> dict:
+    """The earlier keyword interface: checks the arguments, builds the :class:`Config`, calls :func:`run`."""
+    check_args(suites, list(solvers), time_limit, repeats, n_jobs)
+    config = Config(suites=tuple([suites] if isinstance(suites, str) else suites), solvers=tuple(solvers),
+                    time_limit=time_limit, repeats=repeats, seed=seed)
+    return run(config, out=out, progress=progress, command=command, n_jobs=n_jobs, store=store)

@@ -1,0 +1,81 @@
+"""``auto``: a portfolio over the other backends, registered like any of them.
+
+Exact where it fits (proven optimal; solver ``auto:exact``). Otherwise the heuristic with a quarter
+of the time limit, then the first installed MILP backend of ``MILP_SOLVERS`` warm-started from it;
+the better of the two masks by true residual is returned (solver ``auto:<name>``). Without a time
+limit the MILP backend gets ``AUTO_DEFAULT_TIME_LIMIT`` seconds. ``options.warm_start`` and
+``options.params`` are ignored (auto builds its own warm start).
+
+The registry (``MILP_SOLVERS``, ``get_backend``, ``REGISTRY``) is looked up inside the methods, so
+that ``milp.backends`` can import this module without an import cycle.
+"""
+from __future__ import annotations
+
+import time
+
+from ..instance import Instance
+from ..solution import Solution, Status
+from .base import Backend, SolveOptions
+from .exact import MAX_N_SCALAR, ExactBackend
+from .heuristic import HeuristicBackend
+
+#: ``auto`` enumerates MRSS exactly while 2^n * d stays below this (about a second here).
+AUTO_EXACT_MULTI_WORK = 2 ** 24
+#: ``auto``'s time limit for a MILP backend when the caller gives none.
+AUTO_DEFAULT_TIME_LIMIT = 10.0
+
+
+def auto_choice(instance: Instance) -> str:
+    """The solver ``auto`` runs first: exact where it fits (proven optimal), else the MILP portfolio."""
+    if instance.d == 1 and instance.n <= MAX_N_SCALAR:
+        return "exact"
+    if instance.d > 1 and ExactBackend().accepts(instance)[0] and 2 ** instance.n * instance.d <= AUTO_EXACT_MULTI_WORK:
+        return "exact"
+    return "portfolio"
+
+
+class AutoBackend(Backend):
+    name = "auto"
+    REQUIRED_MODULES = ()
+    #: auto builds its own warm start from the heuristic: ``milp.solve`` neither checks nor computes one
+    IGNORES_WARM_START = True
+    #: fast (exact) on the instances :func:`auto_choice` sends to exact, see :meth:`is_fast`
+    FAST = True
+
+    @classmethod
+    def store_revision(cls) -> str:
+        """Every other backend's revision (auto's result depends on all of them). This exact string is
+        in the keys of existing stores; auto's own REVISION is appended only once it is bumped past 1."""
+        from . import REGISTRY
+
+        rev = "auto:" + ",".join(f"{k}{c.REVISION}" for k, c in sorted(REGISTRY.items()) if k != cls.name)
+        return rev if cls.REVISION == 1 else f"{rev};auto{cls.REVISION}"
+
+    def is_fast(self, instance: Instance) -> bool:
+        return auto_choice(instance) == "exact"
+
+    def _solve(self, instance: Instance, options: SolveOptions) -> Solution:
+        from . import MILP_SOLVERS, get_backend
+
+        t0 = time.perf_counter()
+        if auto_choice(instance) == "exact":
+            sol = ExactBackend().solve(instance, SolveOptions(seed=options.seed))
+            sol.solver = "auto:exact"
+            return sol
+        limit = options.time_limit if options.time_limit is not None else AUTO_DEFAULT_TIME_LIMIT
+        heur = HeuristicBackend().solve(instance, SolveOptions(time_limit=limit / 4, seed=options.seed))
+        best = heur
+        for name in MILP_SOLVERS:
+            try:
+                backend = get_backend(name)
+            except ValueError:
+                continue
+            remaining = max(1.0, limit - (time.perf_counter() - t0))
+            milp_sol = backend.solve(instance, SolveOptions(time_limit=remaining, seed=options.seed,
+                                                            threads=options.threads,
+                                                            warm_start=heur.mask if heur.found else None))
+            if milp_sol.found and (milp_sol.error < best.error or milp_sol.status == Status.OPTIMAL):
+                best = milp_sol
+            break
+        best.solver = f"auto:{best.solver}"
+        return best  # Backend.solve sets best.seconds (the whole portfolio's time)

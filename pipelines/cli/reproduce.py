@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .args import CliError, command_line, int_list, n_jobs, positive_float, seed, str_list
+from .args import CliError, command_line, stage_log, int_list, n_jobs, positive_float, seed, str_list
 
 HELP = "reproduce a paper's experiment (iclr-lenet5, iclr-construction)"
 EXAMPLE = "slth reproduce iclr-construction --ns 10,20,30 --scale none,auto --out results/iclr-construction"
@@ -32,7 +32,10 @@ def add_arguments(p) -> None:
                                                "directory; its report files are replaced)")
     p.add_argument("--recompute-metrics", action="store_true",
                    help="iclr-lenet5 only: recompute the float64 output metrics even where a cached entry matches")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="also write the run's stage lines (plain text, one per line) to FILE")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output on the terminal (stage lines still go to --log if given)")
 
 
 def _solvers(text: str) -> list[str]:
@@ -71,7 +74,8 @@ def run(args) -> int:
                             epochs=args.epochs, seed=args.seed)
         runtime["recompute_metrics"] = args.recompute_metrics
     t0 = time.perf_counter()
-    summary = exp.run(config, out=args.out, progress=not args.quiet, command=command_line(), **runtime)
+    with stage_log(args.log, args.quiet) as progress:
+        summary = exp.run(config, out=args.out, progress=progress, command=command_line(), **runtime)
     wall = time.perf_counter() - t0
     out = summary.get("out") or args.out or f"results/{args.experiment}"
     print(f"wall time {wall:.1f} s ({wall / 60:.2f} min); {config.describe()}")

@@ -101,3 +101,68 @@ def finished_summary(out, config: ExperimentConfig) -> dict | None:
     if summary.get("experiment") != config.NAME or summary.get("config_key") != config.key():
         return None
     return summary
+
+
+# ----------------------------------------------------------------------------- run folders
+def prepare_out(config: ExperimentConfig, out=None, progress: bool = True) -> Path:
+    """The folder a run of ``config`` writes to (:func:`pipelines.paths.run_dir`: a fresh
+    ``slth-runs/<experiment>/<key>/`` unless ``out`` is given), with its ``config.json`` written.
+
+    An explicit ``out`` that holds another run's results (another config, or files without a
+    ``config.json``) is announced on stderr as being replaced; the same config is announced as updated."""
+    import sys
+
+    from ..paths import run_dir
+
+    path = run_dir(config.NAME, config.key(), out)
+    if out is not None and any(path.iterdir()):
+        try:
+            old = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict) or old.get("config_key") != config.key():
+            what = (f"{old.get('experiment')} [{old.get('config_key')}]" if isinstance(old, dict)
+                    else "results of an unrecorded config")
+            print(f"replacing the {what} in {path} with {config.NAME} [{config.key()}]", file=sys.stderr, flush=True)
+        elif progress:
+            print(f"updating the results of {config.NAME} [{config.key()}] in {path}", file=sys.stderr, flush=True)
+    write_config(path, config)
+    return path
+
+
+def record_run(out, config: ExperimentConfig, command: str, started: float, stages: dict | None = None,
+               **extra) -> dict:
+    """Append this run to ``<out>/runs.jsonl`` (one JSON line per run: command, config key, versions,
+    machine, start time, wall seconds, stage seconds): a rerun adds its timing, it never erases the first."""
+    import time
+
+    from ..reporting import atomic_write_text, machine_info
+
+    record = {"experiment": config.NAME, "config_key": config.key(), "command": command,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+              "wall_seconds": round(time.time() - started, 2), "stages": stages or {}, "machine": machine_info(),
+              **extra}
+    path = Path(out) / "runs.jsonl"
+    try:
+        previous = path.read_text()
+    except OSError:
+        previous = ""
+    if previous and not previous.endswith("\n"):
+        previous += "\n"
+    atomic_write_text(path, previous + json.dumps(record, default=str) + "\n")
+    return record
+
+
+def past_runs(out) -> list[dict]:
+    """The records of :func:`record_run` in ``<out>/runs.jsonl``, oldest first (damaged lines skipped)."""
+    runs = []
+    try:
+        lines = (Path(out) / "runs.jsonl").read_text().splitlines()
+    except OSError:
+        return runs
+    for line in lines:
+        try:
+            runs.append(json.loads(line))
+        except ValueError:
+            continue
+    return runs

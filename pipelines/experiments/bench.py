@@ -39,7 +39,7 @@ from models.random_tensors import nsn
 
 from ..reporting import atomic_write_json, machine_line
 from . import bench_report
-from .base import ExperimentConfig, config_record, finished_summary, write_config
+from .base import ExperimentConfig, config_record, finished_summary, prepare_out, record_run
 from .bench_report import (ABS_TOL, DEFAULT_SOLVERS, MILP_BACKENDS, RATIO_FLOOR, REL_TOL, SUITES,  # noqa: F401
                            annotate, headline, performance_profile, reference_residuals, residual_ratio, solved_time,
                            strictly_better, target_check)
@@ -257,13 +257,12 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     when it records a finished run of this config (same key) instead of running again."""
     import milp
 
-    from ..paths import results_dir
-
     if not isinstance(config, Config):
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
     time_limit, repeats, seed = config.time_limit, config.repeats, config.seed
     suites, installed = check_args(config.suites, list(config.solvers), time_limit, repeats, n_jobs)
-    out = results_dir(NAME, out)
+    started = time.time()
+    out = prepare_out(config, out, progress)
     if skip_finished:
         done = finished_summary(out, config)
         if done is not None:
@@ -298,8 +297,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                "exact_refused": len(refused), "instances": len(items), "solves": len(rows),
                "wall_seconds": round(time.perf_counter() - t0, 1),
                "headline": headline(rows), "target_check": target_check(rows), **config_record(config)}
-    write_config(out, config)
     bench_report.write_all(rows, summary, out)
+    record_run(out, config, command, started, stages={"solve_seconds": summary["wall_seconds"]})
     return {**summary, "out": str(out)}  # where it went (not in summary.json)
 
 

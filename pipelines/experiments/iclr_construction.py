@@ -17,7 +17,7 @@ import torch
 from ..constructions import construct
 from ..metrics import accuracy_with_features
 from ..reporting import machine_line
-from .base import ExperimentConfig, config_record, write_config
+from .base import ExperimentConfig, config_record, prepare_out, record_run
 from .iclr_construction_report import write_all
 
 NAME = "iclr-construction"
@@ -46,12 +46,12 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
         store=None, data_dir=None) -> dict:
     """Run the study (resumable: solved instances come from the store) and write its report into ``out``."""
     from ..data import load_dataset
-    from ..paths import results_dir, store_dir
+    from ..paths import store_dir
     from ..targets import load_target
     from ..verify import verify
 
-    out = results_dir(NAME, out)
-    write_config(out, config)
+    started = time.time()
+    out = prepare_out(config, out, progress)
     store = store if store is not None else store_dir() / "construction.sqlite"
     rows = []
     t_all = time.perf_counter()
@@ -106,7 +106,9 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                           f"(elapsed {el:.0f} s, ETA {el / done * (total - done):.0f} s)", flush=True)
     summary = {"command": command, "machine": machine_line(), **config_record(config), "wall_seconds": round(time.perf_counter() - t_all, 1), "results": rows}
     write_all(rows, summary, out)
-    return summary
+    record_run(out, config, command, started, stages={f"{r['dataset']}:{r['scale']}:n={r['n']}":
+                                                      r["solve_seconds"] + r["verify_seconds"] for r in rows})
+    return {**summary, "out": str(out)}
 
 
 def rewrite_report(out) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from ..metrics import accuracy, conv_outputs, max_rel_weight_error, output_errors
 from ..reporting import atomic_write_text, machine_line, status_counts
 from . import iclr_lenet5_report as report_module
-from .base import ExperimentConfig, config_record, finished_summary, write_config
+from .base import ExperimentConfig, config_record, finished_summary, prepare_out, record_run
 from .iclr_lenet5_report import PAPER
 
 NAME = "iclr-lenet5"
@@ -311,12 +311,12 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     output metrics; ``skip_finished`` returns the summary already in ``out`` when it records a
     finished run of this config (same key) instead of redoing the sweep and rewriting the report.
     """
-    from ..paths import results_dir
     from ..targets import ensure_trained_lenet5, get_trained_lenet5
 
     if not isinstance(config, Config):
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
-    out = results_dir(NAME, out)
+    started = time.time()
+    out = prepare_out(config, out, progress)
     if skip_finished:
         done = finished_summary(out, config)
         if done is not None:
@@ -332,15 +332,16 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     # Train every missing model first (in parallel 1-thread processes when two are missing).
     trained = ensure_trained_lenet5(datasets, epochs, seed, data_dir, progress)
     timing["training_seconds"] = round(time.perf_counter() - t_start, 2)
+    total_points, done_points, t_points = len(datasets) * len(solvers) * len(ns), 0, time.perf_counter()
     if progress:
-        print(f"LeNet5 models ready ({timing['training_seconds']:.0f} s, including any training)", flush=True)
+        print(f"[stage 1/2] LeNet5 models ready ({timing['training_seconds']:.0f} s, including any training)", flush=True)
     rows, ds_info, residuals = [], {}, {}
     for ds in datasets:
         t0 = time.perf_counter()
         data = load_data(ds, data_dir)
         t_load = time.perf_counter() - t0
         model, info = get_trained_lenet5(ds, epochs=epochs, seed=seed, data_dir=data_dir, progress=progress)
-        t_train = time.perf_counter() - t0 - t_load
+        t_model = time.perf_counter() - t0 - t_load
         params = conv_parameters(model.features)
         count = sum(p.size for _, p in params)
         l1 = kernel_l1_norms(params)
@@ -350,12 +351,18 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                        "min_kernel_l1": min(l1), "max_kernel_l1": max(l1)}
         if progress:
             print(f"[{ds}] LeNet5 test accuracy {ds_info[ds]['test_accuracy']:.2f}% "
-                  f"(loaded in {t_train:.1f} s); "
+                  f"(loaded in {t_model:.1f} s); "
                   f"{count} conv parameters", flush=True)
         t_sweep = {}
         for solver in solvers:
             for n in ns:
                 t1 = time.perf_counter()
+                if progress:
+                    el = time.perf_counter() - t_points
+                    eta = f"ETA {el / done_points * (total_points - done_points):.0f} s" if done_points else "ETA after the first point"
+                    print(f"[stage 2/2, point {done_points + 1}/{total_points}] {ds} {solver} n={n}: solving {count} "
+                          f"instances, then the float64 metrics (elapsed {time.perf_counter() - t_start:.0f} s, {eta})",
+                          flush=True)
                 point = run_sweep_point(model, params, data, n, solver, seed, time_limit, n_jobs, store,
                                         progress, ds, metrics_cache=metrics_cache,
                                         reuse_metrics=not recompute_metrics)
@@ -363,11 +370,12 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                 residuals[f"{ds}/{solver}/{n}"] = row.pop("residuals")
                 rows.append(row)
                 t_sweep[f"{solver}:n={n}"] = round(time.perf_counter() - t1, 2)
+                done_points += 1
                 if progress:
                     print(f"[{ds}] {solver} n={n:>2}: weight err {point.max_rel_weight_error:.2e}, output err "
                           f"train {point.max_rel_output_error_train:.2e} test {point.max_rel_output_error_test:.2e}, "
                           f"acc {point.test_accuracy:.2f}%, solve {point.solve_seconds:.1f} s", flush=True)
-        timing["datasets"][ds] = {"load_seconds": round(t_load, 2), "train_seconds": round(t_train, 2),
+        timing["datasets"][ds] = {"load_seconds": round(t_load, 2), "model_load_seconds": round(t_model, 2),
                                   "model_was_cached": not trained[ds]["trained_now"], "sweep_seconds": t_sweep}
         del data
     timing["total_seconds"] = round(time.perf_counter() - t_start, 2)
@@ -375,8 +383,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                "settings": {"datasets": datasets, "ns": ns, "solvers": solvers, "epochs": epochs,
                             "seed": seed, "time_limit": time_limit, "n_jobs": n_jobs},
                "paper": PAPER, "datasets": ds_info, "timing": timing, "results": rows, **config_record(config)}
-    write_config(out, config)
     report_module.write_all(rows, summary, out, residuals)
+    record_run(out, config, command, started, stages=timing)
     return {**summary, "out": str(out)}  # where it went (not in summary.json)
 
 

@@ -16,40 +16,33 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     help text explains) and keeps the example lines of a description as written."""
 
     def _get_help_string(self, action):
-        if action.required or action.default is None or action.default is False or action.default == argparse.SUPPRESS or "%(default)" in (action.help or ""):
+        if (action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "%(default)" in (action.help or "")):
             return action.help
         return super()._get_help_string(action)
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str, ok, expected: str, bounds: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, lambda v: v >= 1, "a positive integer", ">= 1")
 
 
 def seed(text: str) -> int:
     """A seed every backend accepts: 0 <= seed < 2^31 (CP-SAT and SCIP take 32-bit signed seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2 ** 31:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2^31), got {text!r}")
-    return value
+    return _integer(text, lambda v: 0 <= v < 2 ** 31, "an integer seed", "in [0, 2^31)")
 
 
 def n_jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or -1 (all cores), got {text!r}") from None
-    if value < 1 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 or -1 (all cores), got {text!r}")
-    return value
+    return _integer(text, lambda v: v >= 1 or v == -1, "a positive integer or -1 (all cores)", ">= 1 or -1 (all cores)")
 
 
 def positive_float(text: str) -> float:

@@ -79,6 +79,17 @@ class ExperimentConfig:
         return cls(**data)
 
 
+def finished_run(out, config: ExperimentConfig, progress: bool = True) -> dict | None:
+    """``skip_finished`` for every experiment: the summary (with ``out``) of a finished run of ``config``
+    in ``out``, announced, or None when there is work to do."""
+    done = finished_summary(out, config)
+    if done is None:
+        return None
+    if progress:
+        print(f"{config.describe()}: finished run found in {out}; nothing to do", flush=True)
+    return {**done, "out": str(out)}
+
+
 def config_record(config: ExperimentConfig) -> dict:
     """What ``config.json`` and ``summary.json`` store about a config."""
     return {"experiment": config.NAME, "config_key": config.key(), "config": config.to_dict()}

@@ -39,7 +39,7 @@ from models.random_tensors import nsn
 
 from ..reporting import atomic_write_json, machine_line
 from . import bench_report
-from .base import ExperimentConfig, config_record, finished_summary, prepare_out, record_run
+from .base import ExperimentConfig, config_record, finished_run, prepare_out, record_run
 from .bench_report import (ABS_TOL, DEFAULT_SOLVERS, MILP_BACKENDS, RATIO_FLOOR, REL_TOL, SUITES,  # noqa: F401
                            annotate, headline, performance_profile, reference_residuals, residual_ratio, solved_time,
                            strictly_better, target_check)
@@ -263,12 +263,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     suites, installed = check_args(config.suites, list(config.solvers), time_limit, repeats, n_jobs)
     started = time.time()
     out = prepare_out(config, out, progress)
-    if skip_finished:
-        done = finished_summary(out, config)
-        if done is not None:
-            if progress:
-                print(f"{config.describe()}: finished run found in {out}; nothing to do", flush=True)
-            return {**done, "out": str(out)}
+    if skip_finished and (done := finished_run(out, config, progress)) is not None:
+        return done
     store = store if store is not None else default_store()
     t0 = time.perf_counter()
     items: list[BenchInstance] = []

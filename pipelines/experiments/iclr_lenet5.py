@@ -33,7 +33,7 @@ import numpy as np
 from ..metrics import accuracy, conv_outputs, max_rel_weight_error, output_errors
 from ..reporting import atomic_write_text, machine_line, status_counts
 from . import iclr_lenet5_report as report_module
-from .base import ExperimentConfig, config_record, finished_summary, prepare_out, record_run
+from .base import ExperimentConfig, config_record, finished_run, prepare_out, record_run
 from .iclr_lenet5_report import PAPER
 
 NAME = "iclr-lenet5"
@@ -317,12 +317,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
     started = time.time()
     out = prepare_out(config, out, progress)
-    if skip_finished:
-        done = finished_summary(out, config)
-        if done is not None:
-            if progress:
-                print(f"{config.describe()}: finished run found in {out}; nothing to do", flush=True)
-            return {**done, "out": str(out)}
+    if skip_finished and (done := finished_run(out, config, progress)) is not None:
+        return done
     store = store if store is not None else default_store()
     metrics_cache = metrics_cache_dir()
     datasets, ns, solvers = list(config.datasets), list(config.ns), list(config.solvers)

@@ -293,10 +293,21 @@ def test_empty_batch_and_type_check():
         solve_many([rss(0, 1, 4)[0], "x"], progress=False)
 
 
-def test_progress_bar_shows_rate(capsys):
+def test_progress_bar_shows_rate_on_a_terminal_and_stays_silent_in_a_log(capsys, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
     solve_many(rss(15, 5, 8), solver="exact", progress=True)
-    err = capsys.readouterr().err
-    assert "inst/s" in err and "5/5" in err
+    assert "inst/s" in term.getvalue() and "5/5" in term.getvalue()
+    monkeypatch.undo()
+    solve_many(rss(15, 5, 8), solver="exact", progress=True)  # stderr captured: not a terminal
+    assert "\r" not in capsys.readouterr().err
 
 
 def test_load_instances_from_file_folder_and_json_list(tmp_path):

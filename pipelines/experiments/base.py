@@ -177,3 +177,19 @@ def past_runs(out) -> list[dict]:
         except ValueError:
             continue
     return runs
+
+
+def runs_markdown(out) -> list[str]:
+    """A markdown table of every run recorded in ``<out>/runs.jsonl`` (oldest first): when, wall time,
+    command, machine, so a report keeps the first run's timing after any number of reruns."""
+    runs = past_runs(out)
+    if not runs:
+        return []
+    lines = ["| started | wall | command | machine |", "|---|---|---|---|"]
+    for r in runs:
+        m = r.get("machine", {})
+        machine = (f"{m.get('machine', '?')}, {m.get('cpu_count', '?')} cores, Python {m.get('python', '?')}, "
+                   f"torch {m.get('versions', {}).get('torch', '?')}, load {m.get('load_average', float('nan')):.2f}")
+        wall = float(r.get("wall_seconds", float("nan")))
+        lines.append(f"| {r.get('started', '?')} | {wall:.1f} s ({wall / 60:.1f} min) | `{r.get('command', '')}` | {machine} |")
+    return lines

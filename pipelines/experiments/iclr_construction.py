@@ -105,9 +105,9 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                           f"{s['adversarial_rel']:.1e} / certified {s['certified_rel']:.1e}; accuracy {acc:.2f}% "
                           f"(elapsed {el:.0f} s, ETA {el / done * (total - done):.0f} s)", flush=True)
     summary = {"command": command, "machine": machine_line(), **config_record(config), "wall_seconds": round(time.perf_counter() - t_all, 1), "results": rows}
-    write_all(rows, summary, out)
     record_run(out, config, command, started, stages={f"{r['dataset']}:{r['scale']}:n={r['n']}":
                                                       r["solve_seconds"] + r["verify_seconds"] for r in rows})
+    write_all(rows, summary, out)
     return {**summary, "out": str(out)}
 
 

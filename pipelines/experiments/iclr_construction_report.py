@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .base import runs_markdown
 from ..reporting import atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
 
 LABEL = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
@@ -177,5 +178,7 @@ def write_all(rows, summary, out) -> None:
               "",
               ("empirical <= adversarial <= certified holds in every row." if all(r["ordered"] in (True, "True") for r in rows)
                else "empirical <= adversarial <= certified FAILS in some rows (column `ordered`): a bug to investigate."),
+              *(["", "## Runs that wrote this folder (oldest first; from runs.jsonl)", "", *runs_markdown(out)]
+                if runs_markdown(out) else []),
               "", "![errors and accuracy](construction_errors.png)", "", "![sizes](construction_sizes.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))

@@ -379,8 +379,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                "settings": {"datasets": datasets, "ns": ns, "solvers": solvers, "epochs": epochs,
                             "seed": seed, "time_limit": time_limit, "n_jobs": n_jobs},
                "paper": PAPER, "datasets": ds_info, "timing": timing, "results": rows, **config_record(config)}
-    report_module.write_all(rows, summary, out, residuals)
     record_run(out, config, command, started, stages=timing)
+    report_module.write_all(rows, summary, out, residuals)
     return {**summary, "out": str(out)}  # where it went (not in summary.json)
 
 

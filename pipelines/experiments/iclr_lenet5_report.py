@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from .base import runs_markdown
 from ..reporting import atomic_open, atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
 
 #: the paper's numbers (ICLR 2022, Section 3) the report compares with
@@ -186,9 +187,12 @@ def report(rows: list[dict], summary: dict, out: Path, residuals: dict | None = 
                                  f"({ratio:.3g}x {base_solver}'s), Fig 4 train {_fmt(r['max_rel_output_error_train'])}, "
                                  f"test acc {r['test_accuracy']:.2f}%, solver time {r.get('cpu_seconds', float('nan')):.0f} s "
                                  f"(sum), statuses {r.get('statuses')}.{per}")
+    runs = runs_markdown(out)
+    if runs:
+        lines += ["", "## Runs that wrote this folder (oldest first; from runs.jsonl)", "", *runs]
     t = summary.get("timing", {})
     if t:
-        lines += ["", "## Timing", "", "```", json.dumps(t, indent=1), "```"]
+        lines += ["", "## Timing of the latest run", "", "```", json.dumps(t, indent=1), "```"]
     lines += ["", "Paper: n = 30 for the 2572 parameters took about 1 hour on 32 cores (Gurobi).", ""]
     return atomic_write_text(Path(out) / "report.md", "\n".join(lines))
 

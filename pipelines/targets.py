@@ -26,6 +26,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -114,6 +115,17 @@ def get_trained_lenet5(dataset: str, epochs: int = 50, seed: int = 0, data_dir=N
     return model, info
 
 
+_PRINT_LOCK = threading.Lock()
+
+
+def _relay(stream) -> None:
+    """Print a worker's stdout line by line through ``print`` (whole lines, never interleaved)."""
+    for line in stream:
+        with _PRINT_LOCK:
+            print(line.rstrip("\n"), flush=True)
+    stream.close()
+
+
 def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50, seed: int = 0, data_dir=None,
                           progress: bool = True, parallel: bool | None = None, cache_dir=None) -> dict:
     """Make sure a cached LeNet5 exists for every data set; returns ``{dataset: info}``.
@@ -140,7 +152,10 @@ def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50,
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        procs = []
+        if progress:
+            print(f"training LeNet5 for {', '.join(missing)}: {epochs} epochs each, in {len(missing)} parallel "
+                  f"1-thread processes", flush=True)
+        procs, readers = [], []
         for i, ds in enumerate(missing):
             cmd = [sys.executable, "-m", "pipelines.targets", ds, "--epochs", str(epochs), "--seed", str(seed),
                    "--threads", str(TRAIN_THREADS), "--position", str(i), "--cache-dir", str(cache_dir)]
@@ -148,9 +163,16 @@ def ensure_trained_lenet5(datasets=("mnist", "fashion-mnist"), epochs: int = 50,
                 cmd += ["--data-dir", str(data_dir)]
             if not progress:
                 cmd.append("--quiet")
-            procs.append(subprocess.Popen(cmd, env=env))
+            # the workers' lines go through this process's stdout (so --log and redirections get them);
+            # their tqdm bars (stderr) stay on the terminal
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+            procs.append(p)
+            readers.append(threading.Thread(target=_relay, args=(p.stdout,), daemon=True))
+            readers[-1].start()
         for p in procs:
             p.wait()
+        for r in readers:
+            r.join()
     out = {}
     for ds in datasets:  # loads what the workers cached; trains here whatever is still missing
         _, info = get_trained_lenet5(ds, epochs, seed, data_dir, progress, cache_dir=cache_dir)

@@ -326,6 +326,9 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     t_start = time.perf_counter()
     timing: dict = {"datasets": {}}
     # Train every missing model first (in parallel 1-thread processes when two are missing).
+    if progress:
+        print(f"[stage 1/2] LeNet5 models for {', '.join(datasets)} ({epochs} epochs, seed {seed}): loading from the "
+              f"cache, training what is missing", flush=True)
     trained = ensure_trained_lenet5(datasets, epochs, seed, data_dir, progress)
     timing["training_seconds"] = round(time.perf_counter() - t_start, 2)
     total_points, done_points, t_points = len(datasets) * len(solvers) * len(ns), 0, time.perf_counter()

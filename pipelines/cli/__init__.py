@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, CliError) as exc:
+    except (ValueError, OSError, TypeError, CliError) as exc:  # OSError: FileNotFoundError, PermissionError, ...
         print(f"slth {args.command}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 2

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import sys
+from pathlib import Path
 
 
 class CliError(Exception):
@@ -22,6 +24,15 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
         return super()._get_help_string(action)
 
 
+#: upper bounds of the numeric flags (far above any sensible run; they keep typos from becoming work)
+MAX_THREADS = 256  # milp.api.check_options' cap (CP-SAT refuses a huge num_workers as MODEL_INVALID)
+MAX_JOBS = 256  # worker processes
+MAX_N = 10_000  # random samples per target entry (the paper's studies use n <= 60)
+MAX_SECONDS = 10 ** 7  # ~116 days; SCIP takes its limit as int64 milliseconds
+MAX_COUNT = 1_000_000  # images, repeats, restarts, steps, epochs, chunk size
+SEED_LIMIT = 2 ** 31  # CP-SAT and SCIP take 32-bit signed seeds
+
+
 def _integer(text: str, ok, expected: str, bounds: str) -> int:
     try:
         value = int(text)
@@ -32,37 +43,113 @@ def _integer(text: str, ok, expected: str, bounds: str) -> int:
     return value
 
 
+def bounded_int(lo: int, hi: int, expected: str = "an integer"):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        return _integer(text, lambda v: lo <= v <= hi, expected, f"in [{lo}, {hi}]")
+
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
 def positive_int(text: str) -> int:
-    return _integer(text, lambda v: v >= 1, "a positive integer", ">= 1")
+    """A count: 1 <= value <= MAX_COUNT."""
+    return _integer(text, lambda v: 1 <= v <= MAX_COUNT, "a positive integer", f"in [1, {MAX_COUNT}]")
+
+
+#: solver threads (``slth solve --threads``)
+threads = bounded_int(1, MAX_THREADS, "a positive integer")
+#: random samples per target entry (``--n``)
+sample_size = bounded_int(1, MAX_N, "a positive integer")
 
 
 def seed(text: str) -> int:
     """A seed every backend accepts: 0 <= seed < 2^31 (CP-SAT and SCIP take 32-bit signed seeds)."""
-    return _integer(text, lambda v: 0 <= v < 2 ** 31, "an integer seed", "in [0, 2^31)")
+    return _integer(text, lambda v: 0 <= v < SEED_LIMIT, "an integer seed", "in [0, 2^31)")
 
 
 def n_jobs(text: str) -> int:
-    return _integer(text, lambda v: v >= 1 or v == -1, "a positive integer or -1 (all cores)", ">= 1 or -1 (all cores)")
+    return _integer(text, lambda v: 1 <= v <= MAX_JOBS or v == -1, "a positive integer or -1 (all cores)",
+                    f"in [1, {MAX_JOBS}] or -1 (all cores)")
 
 
 def positive_float(text: str) -> float:
+    """Seconds: a finite number in (0, MAX_SECONDS]."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (seconds), got {text!r}")
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds in (0, {MAX_SECONDS:g}], got {text!r}")
     return value
 
 
 def int_list(text: str) -> list[int]:
+    """Comma-separated sample sizes, each in [1, MAX_N]."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 5,10,15, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_N:
+        raise argparse.ArgumentTypeError(f"expected integers in [1, {MAX_N}], got {text!r}")
     return values
+
+
+# ---------------------------------------------------------------------- paths, checked before any work
+def _writable_dir(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_output_file(path, flag: str, create_parents: bool = False, suffixes: tuple[str, ...] = ()) -> Path:
+    """A file the command will write: not a folder, its folder exists (or, with ``create_parents``, can
+    be created: the nearest existing ancestor is a writable folder) and is writable. One-line CliError."""
+    p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise CliError(f"{flag}: {str(p)!r} must end in {' or '.join(suffixes)}")
+    if p.is_dir():
+        raise CliError(f"{flag}: {str(p)!r} is a folder; give a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CliError(f"{flag}: {str(p)!r} exists and is not writable")
+    parent = p.parent
+    if create_parents:
+        _creatable_dir(parent, flag, what=str(p))
+    elif not parent.is_dir():
+        why = "is not a folder" if parent.exists() else "does not exist; create it first"
+        raise CliError(f"{flag}: the folder {str(parent)!r} {why}")
+    elif not _writable_dir(parent):
+        raise CliError(f"{flag}: the folder {str(parent)!r} is not writable")
+    return p
+
+
+def _creatable_dir(p: Path, flag: str, what: str) -> None:
+    """``p`` is a writable folder, or can be created (no part of it is a file; the nearest existing
+    ancestor is a writable folder)."""
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise CliError(f"{flag}: {what!r} cannot be created: {str(probe)!r} is a file, not a folder")
+    if probe.exists() and not _writable_dir(probe):
+        raise CliError(f"{flag}: {what!r} cannot be written: the folder {str(probe)!r} is not writable")
+
+
+def check_output_folder(path, flag: str) -> Path:
+    """A folder the command will create or fill (a run folder): not an existing file, and creatable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CliError(f"{flag}: {str(p)!r} is an existing file; give a folder")
+    _creatable_dir(p, flag, what=str(p))
+    return p
+
+
+def check_input_folder(path, flag: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise CliError(f"{flag}: {str(p)!r} is not an existing folder")
+    return p
 
 
 def str_list(text: str) -> list[str]:

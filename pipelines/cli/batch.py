@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import n_jobs, positive_float, positive_int, seed
+from .args import check_output_file, n_jobs, positive_float, positive_int, seed
 
 HELP = "solve a file or folder of instances in parallel, with a resumable store"
 EXAMPLE = "slth batch instances/ --solver exact --n-jobs 2 --store results.sqlite"
@@ -31,6 +31,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from milp.batch import load_instances, solve_many
 
+    if args.out:  # output paths first: a bad one must not cost a whole batch of solves
+        check_output_file(args.out, "--out")
+    if args.store:
+        check_output_file(args.store, "--store", create_parents=True)
     names, instances = load_instances(args.path)
     sols = solve_many(instances, solver=args.solver, n_jobs=args.n_jobs, store=args.store,
                       time_limit=args.time_limit, seed=args.seed, chunk_size=args.chunk_size,

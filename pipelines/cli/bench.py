@@ -1,7 +1,8 @@
 """``slth bench``: solver benchmarks on the RSS / RFSS / MRSS / LeNet5 suites."""
 from __future__ import annotations
 
-from .args import command_line, stage_log, n_jobs, positive_float, positive_int, seed, str_list
+from .args import (bounded_int, check_output_file, check_output_folder, command_line, n_jobs, positive_float, seed,
+                   stage_log, str_list)
 
 HELP = "benchmark the solvers on RSS / RFSS / MRSS / LeNet5 suites"
 EXAMPLE = "slth bench --suite rss --solvers exact,cpsat,highs --time-limit 1 --out /tmp/bench"
@@ -15,7 +16,7 @@ def add_arguments(p) -> None:
                    help="comma-separated solver names; uninstalled ones (gurobi here) are skipped")
     p.add_argument("--time-limit", type=positive_float, default=1.0, metavar="SECONDS",
                    help="seconds per instance and solver")
-    p.add_argument("--repeats", type=positive_int, default=5,
+    p.add_argument("--repeats", type=bounded_int(1, 1000), default=5,
                    help="random instances per size (lenet5: 2R parameters per n and R+1 filters)")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes")
     p.add_argument("--seed", type=seed, default=0, help="seed of the instance suites and solvers")
@@ -31,6 +32,11 @@ def run(args) -> int:
     from pipelines.experiments.bench import run_bench
     from pipelines.experiments.bench_report import headline_markdown
 
+    check_output_folder(args.out if args.out is not None else ".", "--out")  # every path before any work
+    if args.log is not None:
+        check_output_file(args.log, "--log")
+    if args.store is not None:
+        check_output_file(args.store, "--store", create_parents=True)
     with stage_log(args.log, args.quiet) as progress:
         summary = run_bench(suites=[args.suite], solvers=str_list(args.solvers), time_limit=args.time_limit,
                             repeats=args.repeats, out=args.out, n_jobs=args.n_jobs, seed=args.seed, store=args.store,

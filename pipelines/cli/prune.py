@@ -1,9 +1,7 @@
 """``slth prune``: build and prune the random network of a registered construction."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .args import CliError, n_jobs, positive_float, positive_int, seed
+from .args import MAX_N, CliError, check_output_file, n_jobs, positive_float, sample_size, seed
 
 HELP = "build and prune the random CNN of a construction for a target network"
 EXAMPLE = "slth prune --construction iclr --target lenet5-mnist --n 20 --scale auto --out ticket.pt"
@@ -19,7 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--target", required=True,
                    help="lenet5-mnist, lenet5-fashion-mnist (the cached trained LeNet5, trained if missing), or a "
                         "LeNet5 state_dict file (torch.save(model.state_dict()), read with weights_only=True)")
-    p.add_argument("--n", type=positive_int, required=True, help="random samples per target entry (U channels per kernel)")
+    p.add_argument("--n", type=sample_size, required=True,
+                   help=f"random samples per target entry (U channels per kernel), 1 to {MAX_N}")
     p.add_argument("--scale", default="none",
                    help="target scaling by positive homogeneity: none, auto (smallest lambda_i >= 1 putting every "
                         "scaled entry in its candidates' reach), or a positive number (the same lambda for every conv)")
@@ -39,13 +38,11 @@ def run(args) -> int:
     import milp
     from pipelines.constructions import parse_scale, prune
 
+    out = check_output_file(args.out, "--out")  # before any work: a bad path must not cost the solves
     if args.solver not in milp.available_solvers():
         raise CliError(f"--solver: unknown or uninstalled solver {args.solver!r}; choose from "
                        f"{', '.join(milp.available_solvers())}")
     scale = parse_scale(args.scale)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CliError(f"--out: the folder {str(out.parent)!r} does not exist; create it first")
     g, info = prune(args.target, args.n, construction=args.construction, solver=args.solver, out=out, seed=args.seed,
                     dist=args.dist, scale=scale, n_jobs=args.n_jobs, time_limit=args.time_limit,
                     progress=not args.quiet)

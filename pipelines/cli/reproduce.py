@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 
-from .args import CliError, command_line, stage_log, int_list, n_jobs, positive_float, seed, str_list
+from .args import (MAX_N, CliError, bounded_int, check_input_folder, check_output_file, check_output_folder,
+                   command_line, int_list, n_jobs, positive_float, seed, stage_log, str_list)
 
 HELP = "reproduce a paper's experiment (iclr-lenet5, iclr-construction)"
 EXAMPLE = "slth reproduce iclr-construction --ns 10,20,30 --scale none,auto --out results/iclr-construction"
@@ -16,14 +17,16 @@ def add_arguments(p) -> None:
     desc = "; ".join(f"{name}: {get_experiment(name).DESCRIPTION}" for name in EXPERIMENTS)
     p.add_argument("experiment", choices=EXPERIMENTS, help=desc)
     p.add_argument("--dataset", default="both", choices=["mnist", "fashion-mnist", "both"], help="data set(s)")
-    p.add_argument("--ns", type=int_list, default="5,10,15,20,25,30", help="sample sizes n, comma-separated")
+    p.add_argument("--ns", type=int_list, default="5,10,15,20,25,30",
+                   help=f"sample sizes n, comma-separated, each 1 to {MAX_N}")
     p.add_argument("--solver", default="auto",
                    help="solver name; iclr-lenet5 takes several comma-separated (e.g. auto,cpsat)")
     p.add_argument("--scale", type=str_list, default="none",
                    help="iclr-construction only: target scaling modes, comma-separated (none, auto, or a number)")
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="per-instance wall-clock limit in seconds for the solvers; default none")
-    p.add_argument("--epochs", type=int, default=50, help="training epochs of the target LeNet5 (paper: 50)")
+    p.add_argument("--epochs", type=bounded_int(1, 10_000), default=50,
+                   help="training epochs of the target LeNet5 (paper: 50)")
     p.add_argument("--seed", type=seed, default=0, help="seed of training, random samples and solvers")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
     p.add_argument("--data-dir", default=None, help="directory of standard IDX files instead of the installed data")
@@ -48,14 +51,24 @@ def _solvers(text: str) -> list[str]:
     return solvers
 
 
+def check_paths(args) -> None:
+    """Every path, before any work: the run folder (created if missing), the log, the store, the data."""
+    check_output_folder(args.out if args.out is not None else ".", "--out")
+    if args.log is not None:
+        check_output_file(args.log, "--log")
+    if args.store is not None:
+        check_output_file(args.store, "--store", create_parents=True)
+    if args.data_dir is not None:
+        check_input_folder(args.data_dir, "--data-dir")
+
+
 def run(args) -> int:
     from pipelines.experiments import get_experiment
 
     exp = get_experiment(args.experiment)
     datasets = ("mnist", "fashion-mnist") if args.dataset == "both" else (args.dataset,)
     solvers = _solvers(args.solver)
-    if args.epochs < 1:
-        raise CliError(f"--epochs: must be >= 1, got {args.epochs}")
+    check_paths(args)
     runtime = {"n_jobs": args.n_jobs, "data_dir": args.data_dir, "store": args.store}
     if args.experiment == "iclr-construction":
         if len(solvers) != 1:

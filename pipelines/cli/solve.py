@@ -1,7 +1,7 @@
 """``slth solve``: one instance file, one solver."""
 from __future__ import annotations
 
-from .args import positive_float, positive_int, seed
+from .args import MAX_THREADS, positive_float, seed, threads
 
 HELP = "solve one instance file (.npz or .json)"
 EXAMPLE = "slth solve inst.npz --solver cpsat --time-limit 10"
@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="wall-clock limit in seconds; default none (auto then gives MILP backends 10 s)")
     p.add_argument("--seed", type=seed, default=0, help="solver random seed")
-    p.add_argument("--threads", type=positive_int, default=1, help="solver threads")
+    p.add_argument("--threads", type=threads, default=1, help=f"solver threads (1 to {MAX_THREADS})")
     p.add_argument("--json", action="store_true", help="print the Solution as JSON")
 
 

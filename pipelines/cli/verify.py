@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .args import positive_int, seed
+from .args import CliError, bounded_int, check_input_folder, positive_int, seed
 
 HELP = "empirical / adversarial / certified sup-norm error of a pruned network against its target"
 EXAMPLE = "slth verify ticket.pt --images 2000 --restarts 8 --steps 60"
@@ -17,26 +17,85 @@ def add_arguments(p) -> None:
                         "mnist for a state_dict file; none = adversarial and certified only)")
     p.add_argument("--data-dir", default=None, help="directory of standard IDX files instead of the installed data")
     p.add_argument("--images", type=positive_int, default=2000, help="test images for the empirical error")
-    p.add_argument("--restarts", type=positive_int, default=8, help="random starts of the PGD attack")
-    p.add_argument("--steps", type=positive_int, default=60, help="PGD steps per start")
+    p.add_argument("--restarts", type=bounded_int(1, 10_000), default=8, help="random starts of the PGD attack")
+    p.add_argument("--steps", type=bounded_int(1, 100_000), default=60, help="PGD steps per start")
     p.add_argument("--seed", type=seed, default=0, help="seed of the attack's random starts")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+
+def _describe_spec(s: dict) -> str:
+    if s["type"] == "conv":
+        b = s["block"]
+        return (f"Conv2d({b['c0']}, {b['c1']}, kernel={tuple(b['kernel'])}, stride={tuple(b['stride'])}, "
+                f"padding={tuple(b['padding'])}, bias={b['bias']})")
+    if s["type"] == "maxpool":
+        return (f"MaxPool2d(kernel={_pair(s['kernel_size'])}, stride={_pair(s['stride'])}, "
+                f"padding={_pair(s['padding'])})")
+    return "ReLU()"
+
+
+def _describe_module(m) -> str:
+    from torch import nn
+
+    if isinstance(m, nn.Conv2d):
+        return (f"Conv2d({m.in_channels}, {m.out_channels}, kernel={tuple(m.kernel_size)}, stride={tuple(m.stride)}, "
+                f"padding={tuple(m.padding) if not isinstance(m.padding, str) else m.padding}, "
+                f"bias={m.bias is not None})")
+    if isinstance(m, nn.MaxPool2d):
+        return f"MaxPool2d(kernel={_pair(m.kernel_size)}, stride={_pair(m.stride)}, padding={_pair(m.padding)})"
+    return f"{type(m).__name__}()"
+
+
+def architecture_mismatch(spec: list[dict], features) -> str | None:
+    """The first difference between a pruned file's layers and a target ``nn.Sequential``, or None."""
+    layers = list(features)
+    for i, (s, m) in enumerate(zip(spec, layers)):
+        if _describe_spec(s) != _describe_module(m):
+            return f"layer {i} is {_describe_spec(s)} in the file but {_describe_module(m)} in the target"
+    if len(spec) != len(layers):
+        return f"the file has {len(spec)} layers, the target {len(layers)}"
+    return None
+
+
 def run(args) -> int:
     from models.random_cnn import ConstructionError, PrunedRandomCNN
-    from pipelines.constructions import get_construction
+    from pipelines.constructions import REGISTRY, get_construction
     from pipelines.data import load_dataset
     from pipelines.targets import NAMED_TARGETS, load_target
     from pipelines.verify import verify
 
+    if args.data_dir is not None:
+        check_input_folder(args.data_dir, "--data-dir")
     pruned = PrunedRandomCNN.load(args.pruned)
+    if pruned.construction not in REGISTRY:
+        raise CliError(f"{args.pruned}: construction: {pruned.construction!r} is not a registered construction "
+                       f"(available: {', '.join(REGISTRY)}); this slth cannot verify it")
     target = args.target or pruned.extra.get("target")
     if not target:
-        raise ConstructionError("--target: the pruned file does not name its target; pass --target")
+        raise CliError(f"{args.pruned}: extra.target: the pruned file does not name its target; pass --target")
+    if not isinstance(target, str):
+        raise CliError(f"{args.pruned}: extra.target: expected a target name or file, got {target!r:.80}; "
+                       f"pass --target")
+    which = f"--target {target}" if args.target else f"its recorded target {target} (extra.target)"
+    if target in NAMED_TARGETS:  # named targets are LeNet5s: refuse another architecture before training one
+        from models.lenet5 import LeNet5
+
+        mismatch = architecture_mismatch(pruned.layers_spec, LeNet5(seed=None).features)
+        if mismatch:
+            raise CliError(f"{args.pruned}: pruned for another architecture than {which}: {mismatch}")
     model, features = load_target(target, progress=not args.quiet)
-    c = get_construction(pruned.construction).attach(features.double().eval(), pruned)
+    mismatch = architecture_mismatch(pruned.layers_spec, features)
+    if mismatch:
+        raise CliError(f"{args.pruned}: pruned for another architecture than {which}: {mismatch}")
+    try:
+        c = get_construction(pruned.construction).attach(features.double().eval(), pruned)
+    except ConstructionError as exc:
+        raise CliError(f"{args.pruned}: {str(exc).splitlines()[0]}") from None
     data = None
     dataset = args.dataset or NAMED_TARGETS.get(target, "mnist")  # the target's own data set by default
     if dataset != "none":

@@ -25,6 +25,22 @@ TRUST_ABS = 1e-12
 #: Values further than this from 0/1 are reported in ``Solution.message`` as non-integral.
 INTEGRALITY_WARN = 1e-3
 
+# ------------------------------------------------------------------------------ time limits
+# ``options.time_limit`` is a wall-clock budget for the whole of ``Backend.solve`` (model building,
+# the solver, reading values back, ``finish``). Every backend stops within ``time_limit`` plus a
+# small overhead documented in its module docstring (measured on the project's 2-core machine under
+# full load from another job). Work whose size comes from the input (model building, recomputing the
+# residual) is estimated from n*d with the measured per-cell costs below and either reserved out of
+# the budget or refused up front.
+
+#: seconds per cell (n*d) that :meth:`Backend.finish` needs to round the values and recompute the
+#: residual with ``math.fsum`` (measured 0.04-0.06 us per cell here at n*d = 10^6..10^7; 2x margin).
+#: Reserved out of every time limit, so that the answer is ready by the deadline.
+FINISH_SECONDS_PER_CELL = 1e-7
+#: a MILP solver is not started with less than this many seconds left (it would only return
+#: "time limit, no solution" after paying its start-up cost)
+MIN_SOLVER_SECONDS = 0.01
+
 
 class UnsupportedInstance(ValueError):
     """The backend cannot take this instance (e.g. exact beyond its n); the message says why."""
@@ -32,6 +48,26 @@ class UnsupportedInstance(ValueError):
 
 class SolverNotAvailable(ValueError):
     """Unknown solver name, or its Python module is not installed."""
+
+
+def cells(instance: Instance) -> int:
+    """n*d: the size of the input every backend touches at least once (the MILP has 2d rows of n)."""
+    return instance.n * instance.d
+
+
+def deadline(options: "SolveOptions", t0: float, instance: Instance | None = None) -> float:
+    """``time.perf_counter()`` value by which a backend started at ``t0`` must stop searching: the
+    time limit minus the reserve :meth:`Backend.finish` needs for ``instance`` (``inf`` without a
+    limit)."""
+    if options.time_limit is None:
+        return float("inf")
+    reserve = 0.0 if instance is None else FINISH_SECONDS_PER_CELL * cells(instance)
+    return t0 + float(options.time_limit) - reserve
+
+
+def time_left(until: float) -> float:
+    """Seconds until the ``deadline`` ``until`` (negative when past; ``inf`` without a limit)."""
+    return until - time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,16 @@ class Backend:
     #: the backend never reads ``options.warm_start``: :func:`milp.solve` then neither checks nor
     #: computes the ``warm_start`` argument and passes None (``auto`` builds its own)
     IGNORES_WARM_START: bool = False
+    #: MILP backends, measured here (see :meth:`build_estimate`): seconds per cell (n*d) of Python
+    #: model building before the native solver starts ...
+    BUILD_SECONDS_PER_CELL: float = 0.0
+    #: ... seconds per cell the native solver spends outside its own clock (loading or extracting the
+    #: model, writing/reading files) plus reading the values back; reserved out of the solver's limit ...
+    UNCOUNTED_SECONDS_PER_CELL: float = 0.0
+    #: ... and a fixed start-up cost per solve (solver object, subprocess), also reserved.
+    FIXED_SECONDS: float = 0.0
+    #: largest n*d whose model the backend builds at all (memory of the native model); None = no cap.
+    MAX_CELLS: int | None = None
 
     # --------------------------------------------------------------- capability
     @classmethod
@@ -80,7 +126,44 @@ class Backend:
         return f"{cls.name}{cls.REVISION}"
 
     def accepts(self, instance: Instance) -> tuple[bool, str]:
+        if self.MAX_CELLS is not None and cells(instance) > self.MAX_CELLS:
+            return False, (f"its model of n*d = {cells(instance):,} cells exceeds the {self.name} backend's "
+                           f"MAX_CELLS = {self.MAX_CELLS:,} (memory of the native model); use 'heuristic'")
         return True, ""
+
+    # ------------------------------------------------------------- time limits
+    def build_estimate(self, instance: Instance) -> float:
+        """Seconds this backend needs besides the solver's own search: building the model, the work
+        the solver does outside its clock, reading values back and :meth:`finish` (measured constants)."""
+        return self.FIXED_SECONDS + cells(instance) * (self.BUILD_SECONDS_PER_CELL + self.UNCOUNTED_SECONDS_PER_CELL
+                                                       + FINISH_SECONDS_PER_CELL)
+
+    def fits(self, instance: Instance, seconds: float | None) -> bool:
+        """Whether the model of ``instance`` can be built and read back within ``seconds`` (None = no limit)."""
+        return seconds is None or self.build_estimate(instance) <= seconds
+
+    def refuse_unless_fits(self, instance: Instance, options: SolveOptions, t0: float) -> Solution | None:
+        """The up-front check of MILP backends: a ``time_limit`` failure (no mask) when building the
+        model alone would not fit the time limit, else None."""
+        if self.fits(instance, options.time_limit):
+            return None
+        return self.failure(
+            instance, f"refused up front: building and reading back the {self.name} model of n*d = "
+                      f"{cells(instance):,} cells is estimated at {self.build_estimate(instance):.3g} s here "
+                      f"(FIXED_SECONDS + n*d * (BUILD_SECONDS_PER_CELL + UNCOUNTED_SECONDS_PER_CELL + "
+                      f"FINISH_SECONDS_PER_CELL)), more than time_limit = {options.time_limit:g} s; raise the "
+                      f"limit or use 'heuristic'", seconds=time.perf_counter() - t0, status=Status.TIME_LIMIT)
+
+    def solver_seconds(self, instance: Instance, until: float) -> float:
+        """Seconds to give the native solver when the answer is due at ``until`` (a :func:`deadline`):
+        what is left minus the work it does outside its own clock (``inf`` without a limit)."""
+        return time_left(until) - self.FIXED_SECONDS - self.UNCOUNTED_SECONDS_PER_CELL * cells(instance)
+
+    def out_of_time(self, instance: Instance, t0: float, built: float) -> Solution:
+        """The failure when model building left the solver less than ``MIN_SOLVER_SECONDS``."""
+        return self.failure(instance, f"time limit reached while building the {self.name} model "
+                                      f"({built:.3g} s for n*d = {cells(instance):,} cells); the solver was not started",
+                            seconds=time.perf_counter() - t0, status=Status.TIME_LIMIT)
 
     def is_fast(self, instance: Instance) -> bool:
         """Whether solving ``instance`` takes milliseconds (batch chunking); ``FAST`` unless overridden."""

@@ -953,7 +953,7 @@ def _load_file(f: Path) -> list[tuple[str, Instance | None, str | None]]:
     if f.suffix == ".json":
         try:
             data = json.loads(f.read_text())
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RecursionError, MemoryError) as exc:  # RecursionError: absurdly deep nesting
             return [(f.name, None, f"{f}: cannot read instance JSON ({_reason(exc)})")]
         if isinstance(data, list):
             out = []

@@ -348,3 +348,16 @@ def test_slth_batch_on_a_folder_with_a_bad_file_solves_the_others(tmp_path, caps
     assert [r["name"] for r in rows] == ["a.npz", "b.json", "e.json[0]"]
     assert all(r["status"] == "optimal" for r in rows)
     assert "c.npz" in capsys.readouterr().err
+
+
+def test_a_deeply_nested_json_file_in_a_folder_is_skipped_not_a_traceback(tmp_path, capsys):
+    import numpy as np
+
+    import milp
+    from milp.batch import load_instances
+
+    milp.Instance(np.random.default_rng(0).uniform(-1, 1, 10), 0.3).save(tmp_path / "a.npz")
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    names, insts = load_instances(tmp_path)
+    assert names == ["a.npz"] and len(insts) == 1
+    assert "deep.json" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from torch import nn
 import milp
 from models.masks import MaskError, set_mask
 from models.random_cnn import ConstructionError, PrunedRandomCNN
-from pipelines.constructions import REGISTRY, construct, get_construction, scaled_target
+from pipelines.constructions import REGISTRY, construct, get_construction, load_pruned, scaled_target
 from pipelines.constructions.iclr import IclrConstruction
 from pipelines.verify import certified, verify
 
@@ -227,7 +227,8 @@ def test_conformance(construction, scale, tmp_path):
         torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(c.network.compact()(X), g, rtol=1e-12, atol=1e-12)
     c.network.save(tmp_path / "p.pt")
-    loaded = PrunedRandomCNN.load(tmp_path / "p.pt")
+    loaded = load_pruned(tmp_path / "p.pt")
+    assert type(loaded) is type(c.network)
     with torch.no_grad():
         assert torch.equal(loaded(X), g)
     assert cls.attach(t, loaded).certify()["abs"] == c.certify()["abs"]

@@ -23,7 +23,7 @@ def test_prune_then_verify_a_lenet5_state_dict(tmp_path, target_file, capsys, mo
     assert main(["prune", "--construction", "iclr", "--target", str(target_file), "--n", "4", "--solver", "exact",
                  "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "2572 RSS instances" in printed and "saved to" in printed
+    assert "2572 subset-sum instances" in printed and "saved to" in printed
     g = PrunedRandomCNN.load(out)
     assert g.n == 4 and g.extra["target"] == str(target_file)
     counts = g.parameter_counts()

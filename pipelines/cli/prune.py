@@ -49,6 +49,6 @@ def run(args) -> int:
     lam = ", ".join(f"{x:.4g}" for x in info["lambdas"])
     print(f"pruned random network for {args.target} ({args.construction}), n = {args.n}, scale {args.scale} "
           f"(lambdas {lam}): {info['random']} random parameters ({info['random'] / info['target']:.1f}x the "
-          f"target's {info['target']}), {info['kept']} kept; {info['instances']} RSS instances ({info['statuses']}), "
+          f"target's {info['target']}), {info['kept']} kept; {info['instances']} subset-sum instances ({info['statuses']}), "
           f"max entry residual {info['residuals'].max():.3e} (scaled units); saved to {args.out}")
     return 0

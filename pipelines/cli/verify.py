@@ -64,14 +64,14 @@ def architecture_mismatch(spec: list[dict], features) -> str | None:
 
 def run(args) -> int:
     from models.random_cnn import ConstructionError, PrunedRandomCNN
-    from pipelines.constructions import REGISTRY, get_construction
+    from pipelines.constructions import REGISTRY, get_construction, load_pruned
     from pipelines.data import load_dataset
     from pipelines.targets import NAMED_TARGETS, load_target
     from pipelines.verify import verify
 
     if args.data_dir is not None:
         check_input_folder(args.data_dir, "--data-dir")
-    pruned = PrunedRandomCNN.load(args.pruned)
+    pruned = load_pruned(args.pruned)
     if pruned.construction not in REGISTRY:
         raise CliError(f"{args.pruned}: construction: {pruned.construction!r} is not a registered construction "
                        f"(available: {', '.join(REGISTRY)}); this slth cannot verify it")
@@ -82,14 +82,15 @@ def run(args) -> int:
         raise CliError(f"{args.pruned}: extra.target: expected a target name or file, got {target!r:.80}; "
                        f"pass --target")
     which = f"--target {target}" if args.target else f"its recorded target {target} (extra.target)"
-    if target in NAMED_TARGETS:  # named targets are LeNet5s: refuse another architecture before training one
+    iclr_file = isinstance(pruned, PrunedRandomCNN)  # other constructions check their architecture in attach()
+    if iclr_file and target in NAMED_TARGETS:  # named targets are LeNet5s: refuse another architecture before training
         from models.lenet5 import LeNet5
 
         mismatch = architecture_mismatch(pruned.layers_spec, LeNet5(seed=None).features)
         if mismatch:
             raise CliError(f"{args.pruned}: pruned for another architecture than {which}: {mismatch}")
     model, features = load_target(target, progress=not args.quiet)
-    mismatch = architecture_mismatch(pruned.layers_spec, features)
+    mismatch = architecture_mismatch(pruned.layers_spec, features) if iclr_file else None
     if mismatch:
         raise CliError(f"{args.pruned}: pruned for another architecture than {which}: {mismatch}")
     try:

@@ -13,10 +13,33 @@ from models.random_cnn import ConstructionError
 
 from .base import Construction, LayerOptions, Subproblem, parse_scale, scaled_target
 from .iclr import IclrConstruction
+from .structured import StructuredConstruction
 
 REGISTRY: dict[str, type[Construction]] = {
     IclrConstruction.name: IclrConstruction,
+    StructuredConstruction.name: StructuredConstruction,
 }
+
+
+def load_pruned(path):
+    """A pruned random network file written by any construction's network class, read with the class its
+    format tag names (``weights_only=True``; every check of that class's ``load``)."""
+    import torch
+
+    from models import random_cnn, structured_cnn
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ConstructionError(f"{path}: not a readable pruned-network file ({str(exc).splitlines()[0][:200]})") from None
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == structured_cnn.FORMAT:
+        return structured_cnn.StructuredRandomCNN.load(path)
+    if fmt in random_cnn.READABLE_FORMATS:
+        return random_cnn.PrunedRandomCNN.load(path)
+    raise ConstructionError(f"{path}: format: {fmt!r:.60} is not a pruned-network format of slth (write it with slth prune)")
 
 
 def construction_names() -> list[str]:
@@ -84,5 +107,5 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
     return g, info
 
 
-__all__ = ["prune", "Construction", "ConstructionError", "LayerOptions", "Subproblem", "REGISTRY", "construct",
+__all__ = ["prune", "load_pruned", "Construction", "ConstructionError", "LayerOptions", "Subproblem", "REGISTRY", "construct",
            "construction_names", "get_construction", "parse_scale", "scaled_target"]

@@ -1,0 +1,376 @@
+"""The random over-parameterised CNN of NeurIPS 2023 (da Cunha, d'Amore, Natale), Theorem 3 / Lemma 12,
+as a plain PyTorch module with masks.
+
+Every target convolution K (PyTorch layout c1 x c0 x d x d, bias b) becomes a block of two random
+convolutions (Theorem 3: L^(2i-1), L^(2i); Lemma 12: V, U)::
+
+    V: Conv2d(c0, 2*c0*n, 1, bias=False)    random entries (the paper's L^(2i-1) ~ N^{1 x 1 x c0 x 2 c0 n})
+    ReLU
+    U: Conv2d(2*c0*n, c1, d)                 random entries, same stride/padding as K (L^(2i) ~ N^{d x d x 2 c0 n x c1})
+                                             bias: the target's bias b_i / Lambda_i, *not* random (see below)
+
+Hidden channel k of a block belongs to input channel t = k // (2n) (Definition 2 with 2n): the first n
+channels of t's block are its *positive half-block*, the next n its *negative half-block* (Eq. 21/22).
+
+Masks (``torch.nn.utils.prune`` reparametrisation through :mod:`models.masks`) sit on ``V.weight`` and
+``U.weight``; which ones are chosen, and why, is the construction's business
+(:mod:`pipelines.constructions.structured`). This module holds the network, its masks, the products
+L^+ and L^- that a block computes (Lemma 11 / proof of Lemma 12), parameter counts, the compact export
+and save/load.
+
+What a block computes. If every hidden channel k keeps at most one entry of V (true for every mask
+contained in a 2n-channel-blocked mask), then relu(V~ x)_k = V~+[k,t] x_t^+ + V~-[k,t] x_t^- (Lemma 11,
+Eq. 23-24), so for *every* real input x
+
+    block(x) = conv(x^+, L^+) + conv(x^-, L^-) + b_U,   L^+[:, t] = sum_k U~[:, k] V~+[k, t],
+                                                       L^-[:, t] = sum_k U~[:, k] V~-[k, t]
+
+(U~, V~ the masked weights, V~+ / V~- the positive / negative parts of Definition 10). On non-negative
+inputs x^- = 0 and the block is the plain convolution conv(x, L^+) + b_U. :class:`SignSplitConv2d` is
+that formula as a module (no random weights, no masks): an independent computation of a block.
+
+Biases. Theorem 3 has none; a target conv's bias is carried by U's own bias, a frozen parameter equal to
+the (scaled) target bias: the block's output is U * relu(V * x) + b_U, so this is exact. These are kept
+*target* parameters, reported apart from the random ones by :meth:`StructuredRandomCNN.parameter_counts`.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
+from .random_cnn import BlockSpec, ConstructionError, OutputScale, check_layers_spec, check_memory
+
+FORMAT = "slth-structured-random-cnn/1"
+#: what a block is built to be exact on: every real input, or non-negative inputs only
+BLOCK_DOMAINS = ("signed", "nonnegative")
+_FILE_KEYS = {"format", "n", "spec", "domain", "domains", "construction", "scales", "extra", "state_dict"}
+
+
+class StructuredBlock(nn.Module):
+    """V (1 x 1, c0 -> 2*c0*n, no bias) -> ReLU -> U (d x d, 2*c0*n -> c1, stride/padding of K, bias if K has one)."""
+
+    def __init__(self, spec: BlockSpec, n: int, domain: str):
+        super().__init__()
+        if domain not in BLOCK_DOMAINS:
+            raise ConstructionError(f"domain: expected one of {', '.join(BLOCK_DOMAINS)}, got {domain!r}")
+        self.n, self.c0, self.domain = n, spec.c0, domain
+        self.V = nn.Conv2d(spec.c0, 2 * spec.c0 * n, 1, bias=False)
+        self.act = nn.ReLU()
+        self.U = nn.Conv2d(2 * spec.c0 * n, spec.c1, tuple(spec.kernel), stride=tuple(spec.stride),
+                           padding=tuple(spec.padding), bias=spec.bias)
+        if self.U.bias is not None:
+            with torch.no_grad():
+                self.U.bias.zero_()  # set to the target's bias by the construction
+
+    @property
+    def hidden(self) -> int:
+        return self.V.out_channels
+
+    def forward(self, x):
+        return self.U(self.act(self.V(x)))
+
+    def masked(self, module: str) -> torch.Tensor:
+        """The pruned weight (random values times mask) of ``U`` or ``V``."""
+        m = getattr(self, module)
+        return m.weight_orig * m.weight_mask
+
+    def half_blocks(self, t: int) -> tuple[range, range]:
+        """Hidden channels of input channel t (0-based): (positive half-block, negative half-block),
+        Eq. 22: k in [2tn, 2tn + n) and [2tn + n, 2(t+1)n)."""
+        n = self.n
+        return range(2 * t * n, 2 * t * n + n), range(2 * t * n + n, 2 * (t + 1) * n)
+
+    def blocked_mask(self) -> torch.Tensor:
+        """Definition 2 with 2n: S[k, t] = 1 iff hidden channel k is in t's block (PyTorch layout of V)."""
+        S = torch.zeros_like(self.V.weight_orig)
+        for t in range(self.c0):
+            S[2 * t * self.n:2 * (t + 1) * self.n, t] = 1.0
+        return S
+
+    def sign_blocked_mask(self) -> torch.Tensor:
+        """Eq. 21: the 2n-channel-blocked mask keeping, in t's block, the positive entries of V in the first
+        n channels and the negative entries in the second n (everything else zero)."""
+        V = self.V.weight_orig.detach()
+        S = torch.zeros_like(V)
+        for t in range(self.c0):
+            pos, neg = self.half_blocks(t)
+            S[pos.start:pos.stop, t] = (V[pos.start:pos.stop, t] > 0).to(S.dtype)
+            S[neg.start:neg.stop, t] = (V[neg.start:neg.stop, t] < 0).to(S.dtype)
+        return S
+
+    def live_channels(self) -> torch.Tensor:
+        """Hidden channels that carry something: a kept V entry and some kept U entry."""
+        return (self.V.weight_mask.flatten(1).sum(1) > 0) & (self.U.weight_mask.transpose(0, 1).flatten(1).sum(1) > 0)
+
+    @torch.no_grad()
+    def products(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(L^+, L^-, b_U) in float64, PyTorch layout c1 x c0 x d x d (proof of Lemma 12):
+        L^+[:, t] = sum_k U~[:, k] V~+[k, t], L^-[:, t] = sum_k U~[:, k] V~-[k, t]."""
+        Vm = self.masked("V")[:, :, 0, 0].double()  # 2 c0 n x c0
+        Um = self.masked("U").double()               # c1 x 2 c0 n x d x d
+        Lp = torch.einsum("lkij,kt->ltij", Um, Vm.clamp(min=0))
+        Lm = torch.einsum("lkij,kt->ltij", Um, (-Vm).clamp(min=0))
+        b = self.U.bias.detach().double().clone() if self.U.bias is not None else None
+        return Lp, Lm, b
+
+
+class SignSplitConv2d(nn.Module):
+    """x -> conv(relu(x), W+) + conv(relu(-x), W-) + b: what a structured block computes on every real input
+    (Lemma 11 and the proof of Lemma 12), with plain tensors (no random weights, no masks). ``weight_neg``
+    None: conv(relu(x), W+) + b (a block without negative half-block; on x >= 0 the plain conv)."""
+
+    def __init__(self, weight_pos: torch.Tensor, weight_neg: torch.Tensor | None, bias: torch.Tensor | None,
+                 stride, padding):
+        super().__init__()
+        self.register_buffer("weight_pos", weight_pos.detach().clone())
+        self.register_buffer("weight_neg", None if weight_neg is None else weight_neg.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.stride, self.padding = tuple(stride), tuple(padding)
+
+    def forward(self, x):
+        y = F.conv2d(F.relu(x), self.weight_pos.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
+                     self.stride, self.padding)
+        if self.weight_neg is not None:
+            y = y + F.conv2d(F.relu(-x), self.weight_neg.to(x.dtype), None, self.stride, self.padding)
+        return y
+
+
+def state_shapes(spec: list[dict], n: int) -> dict[str, tuple]:
+    """The state_dict of ``StructuredRandomCNN(spec, n, ...)``: tensor name -> shape, computed without building it."""
+    shapes: dict[str, tuple] = {}
+    for i, layer in enumerate(spec):
+        if layer["type"] != "conv":
+            continue
+        b = layer["block"]
+        hidden = 2 * b["c0"] * n
+        shapes[f"net.{i}.V.weight_orig"] = shapes[f"net.{i}.V.weight_mask"] = (hidden, b["c0"], 1, 1)
+        shapes[f"net.{i}.U.weight_orig"] = shapes[f"net.{i}.U.weight_mask"] = (b["c1"], hidden, *b["kernel"])
+        if b["bias"]:
+            shapes[f"net.{i}.U.bias"] = (b["c1"],)
+    shapes["output_scale.value"] = ()
+    return shapes
+
+
+def random_parameter_count(spec: list[dict], n: int) -> int:
+    """Random parameters (all of V and U; not the target biases) of ``StructuredRandomCNN(spec, n, ...)``."""
+    return sum(math.prod(s) for k, s in state_shapes(spec, n).items() if k.endswith("_orig"))
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class StructuredRandomCNN(nn.Module):
+    """The 2l-layer random CNN of Theorem 3 with its masks, as a real module.
+
+    ``layers_spec``: the target's layers as JSON-able dicts (the format of :mod:`models.random_cnn`);
+    ``domains``: per conv, ``"signed"`` or ``"nonnegative"`` (what its block is pruned to be exact on);
+    ``domain``: the declared domain of the construction (``signed``, ``nonnegative`` or ``auto``), kept for
+    the file; ``scales``: the target scaling factors lambda_i. Masks start at all-ones."""
+
+    def __init__(self, layers_spec: list[dict], n: int, domains: list[str], scales: list[float] | None = None,
+                 construction: str = "structured", domain: str = "auto"):
+        super().__init__()
+        convs = check_layers_spec(layers_spec)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConstructionError(f"n: expected a positive integer, got {n!r}")
+        if not isinstance(domains, list) or len(domains) != len(convs) or any(d not in BLOCK_DOMAINS for d in domains):
+            raise ConstructionError(f"domains: expected a list of {len(convs)} values in {list(BLOCK_DOMAINS)}, got "
+                                    f"{str(domains)[:80]}")
+        self.n, self.layers_spec, self.domains = n, layers_spec, list(domains)
+        self.construction, self.domain = construction, domain
+        self.scales = [1.0] * len(convs) if scales is None else [float(s) for s in scales]
+        if len(self.scales) != len(convs):
+            raise ConstructionError(f"scales: {len(self.scales)} factors for {len(convs)} convolutions")
+        check_memory(random_parameter_count(layers_spec, n))  # before allocating
+        mods, dom = [], iter(self.domains)
+        for s in layers_spec:
+            if s["type"] == "conv":
+                mods.append(StructuredBlock(BlockSpec(**s["block"]), n, next(dom)))
+            elif s["type"] == "relu":
+                mods.append(nn.ReLU())
+            else:
+                mods.append(nn.MaxPool2d(s["kernel_size"], stride=s["stride"], padding=s["padding"]))
+        self.net = nn.Sequential(*mods)
+        self.output_scale = OutputScale(math.prod(self.scales))
+        freeze(self)  # first: the masked ``weight`` attributes are then computed without autograd history
+        for b in self.blocks():  # (so the module can be deep-copied, e.g. by pipelines.verify, at any time)
+            ones_mask(b.V, "weight")
+            ones_mask(b.U, "weight")
+
+    def blocks(self) -> list[StructuredBlock]:
+        return [m for m in self.net if isinstance(m, StructuredBlock)]
+
+    def forward(self, x):
+        return self.output_scale(self.net(x))
+
+    def set_block_masks(self, index: int, V=None, U=None) -> None:
+        """Replace the masks of block ``index`` (validated 0/1 tensors of the parameter's shape)."""
+        b = self.blocks()[index]
+        if V is not None:
+            set_mask(b.V, "weight", V)
+        if U is not None:
+            set_mask(b.U, "weight", U)
+
+    # ------------------------------------------------------------------ counts and views
+    def parameter_counts(self) -> dict:
+        """``random``: all random parameters (V and U); ``kept``: random ones kept and used (entries of live
+        hidden channels); ``target_bias``: target biases carried by U's bias (not random, not in the other
+        two); per block the hidden channels before and after filter removal."""
+        total = kept = bias = 0
+        hidden, live_counts = [], []
+        for b in self.blocks():
+            total += b.V.weight_orig.numel() + b.U.weight_orig.numel()
+            live = b.live_channels()
+            kept += int(b.V.weight_mask[live].sum()) + int(b.U.weight_mask[:, live].sum())
+            bias += b.U.bias.numel() if b.U.bias is not None else 0
+            hidden.append(b.hidden)
+            live_counts.append(int(live.sum()))
+        return {"random": int(total), "kept": int(kept), "target_bias": int(bias), "hidden_channels": hidden,
+                "kept_channels": live_counts}
+
+    def block_products(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Per block (L^+, L^-, b_U) in float64 (:meth:`StructuredBlock.products`)."""
+        return [b.products() for b in self.blocks()]
+
+    def compact(self) -> nn.Sequential:
+        """A plain ``nn.Sequential`` without masks whose hidden channels are only the live ones, in their
+        order (per input channel: kept positive half-block, then kept negative half-block, as in Remark 13);
+        computes the same function."""
+        mods = []
+        dt = next(self.parameters()).dtype
+        for m in self.net:
+            if isinstance(m, nn.MaxPool2d):
+                mods.append(nn.MaxPool2d(m.kernel_size, stride=m.stride, padding=m.padding))
+                continue
+            if isinstance(m, nn.ReLU):
+                mods.append(nn.ReLU())
+                continue
+            live = m.live_channels().nonzero().flatten()
+            k = max(int(live.numel()), 1)
+            V = nn.Conv2d(m.V.in_channels, k, 1, bias=False, dtype=dt)
+            U = nn.Conv2d(k, m.U.out_channels, m.U.kernel_size, stride=m.U.stride, padding=m.U.padding,
+                          bias=m.U.bias is not None, dtype=dt)
+            with torch.no_grad():
+                V.weight.zero_()
+                U.weight.zero_()
+                if live.numel():
+                    V.weight.copy_(m.masked("V")[live])
+                    U.weight.copy_(m.masked("U")[:, live])
+                if U.bias is not None:
+                    U.bias.copy_(m.U.bias)
+            mods += [V, nn.ReLU(), U]
+        if float(self.output_scale.value) != 1.0:
+            mods.append(OutputScale(float(self.output_scale.value)))
+        return freeze(nn.Sequential(*mods))
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path, extra: dict | None = None) -> None:
+        """state_dict (weight_orig/weight_mask pairs and the target biases), architecture, domains,
+        construction name and scaling factors (JSON strings; read back with ``weights_only=True``)."""
+        torch.save({"format": FORMAT, "n": self.n, "spec": json.dumps(self.layers_spec),
+                    "domain": self.domain, "domains": json.dumps(self.domains), "construction": self.construction,
+                    "scales": json.dumps(self.scales), "extra": json.dumps(extra or {}),
+                    "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path) -> "StructuredRandomCNN":
+        """Reads a file written by :meth:`save` (``weights_only=True``); the architecture, the domains, the
+        scales and every tensor's name, shape, dtype and 0/1 mask are checked before the module is built.
+        Every failure is one :class:`ConstructionError` line ``<path>: <field>: ...``."""
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConstructionError(f"{path}: not a readable pruned-network file ({_first_line(exc)})") from exc
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            fmt = blob.get("format") if isinstance(blob, dict) else None
+            hint = " (an ICLR network: read it with models.random_cnn.PrunedRandomCNN.load)" if (
+                isinstance(fmt, str) and fmt.startswith("slth-pruned-random-cnn/")) else ""
+            raise ConstructionError(f"{path}: format: not a file written by StructuredRandomCNN.save{hint}")
+        try:
+            spec, n, domains, scales, sd = _check_blob(blob)
+            model = cls(spec, n, domains, scales, blob["construction"], blob["domain"])
+            if any(v.dtype == torch.float64 for k, v in sd.items() if k.endswith("_orig")):
+                model = model.double()
+            model.load_state_dict(sd)
+        except ConstructionError as exc:
+            raise ConstructionError(f"{path}: {_first_line(exc)}") from None
+        except Exception as exc:  # checked above; a last guard so it stays one line
+            raise ConstructionError(f"{path}: state_dict: the file is damaged or inconsistent "
+                                    f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        model.extra = json.loads(blob.get("extra", "{}"))
+        return model
+
+
+def _json(blob: dict, key: str):
+    text = blob.get(key)
+    if not isinstance(text, str):
+        raise ConstructionError(f"{key}: expected a JSON string, got {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConstructionError(f"{key}: not valid JSON ({_first_line(exc)})") from None
+
+
+def _check_blob(blob: dict):
+    """(spec, n, domains, scales, state_dict) of a file's dict, validated before anything is allocated."""
+    unknown = sorted(map(str, set(blob) - _FILE_KEYS))
+    if unknown:
+        raise ConstructionError(f"{unknown[0]}: unknown key in a structured pruned-network file")
+    for key in sorted(_FILE_KEYS - {"extra"}):
+        if key not in blob:
+            raise ConstructionError(f"{key}: missing")
+    n = blob["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1 << 20:
+        raise ConstructionError(f"n: expected an integer in [1, {1 << 20}], got {n!r:.80}")
+    spec = _json(blob, "spec")
+    convs = check_layers_spec(spec)
+    domains = _json(blob, "domains")
+    if not isinstance(domains, list) or len(domains) != len(convs) or any(d not in BLOCK_DOMAINS for d in domains):
+        raise ConstructionError(f"domains: expected {len(convs)} values in {list(BLOCK_DOMAINS)}, got {str(domains)[:80]}")
+    if blob["domain"] not in ("signed", "nonnegative", "auto"):
+        raise ConstructionError(f"domain: expected signed, nonnegative or auto, got {blob['domain']!r:.80}")
+    construction = blob["construction"]
+    if not isinstance(construction, str) or not construction or len(construction) > 100:
+        raise ConstructionError(f"construction: expected a construction name, got {construction!r:.80}")
+    scales = _json(blob, "scales")
+    if (not isinstance(scales, list) or len(scales) != len(convs)
+            or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0
+                   for s in scales)):
+        raise ConstructionError(f"scales: expected {len(convs)} finite positive numbers, got {str(scales)[:80]}")
+    extra = _json(blob, "extra") if "extra" in blob else {}
+    if not isinstance(extra, dict):
+        raise ConstructionError(f"extra: expected a JSON object, got {type(extra).__name__}")
+    sd = blob["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise ConstructionError("state_dict: expected a dict of tensors by name")
+    shapes = state_shapes(spec, n)
+    for key in sd:
+        if key not in shapes:
+            raise ConstructionError(f"state_dict[{key!r:.80}]: not a tensor of the network its spec describes")
+    for key, shape in shapes.items():
+        t = sd.get(key)
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            raise ConstructionError(f"state_dict[{key!r}]: missing or not a dense tensor (the spec implies {shape})")
+        if tuple(t.shape) != shape:
+            raise ConstructionError(f"state_dict[{key!r}]: shape {tuple(t.shape)}, but the spec implies {shape}")
+    check_memory(random_parameter_count(spec, n), "spec")
+    for key in shapes:
+        t, where = sd[key], f"state_dict[{key!r}]"
+        if key.endswith("_mask"):
+            try:
+                check_mask(t, t, where)
+            except MaskError as exc:
+                raise ConstructionError(_first_line(exc)) from None
+        elif not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ConstructionError(f"{where}: expected finite floats")
+    value = float(sd["output_scale.value"])
+    if not math.isclose(value, math.prod(float(s) for s in scales), rel_tol=1e-6):
+        raise ConstructionError(f"state_dict['output_scale.value']: {value!r} is not the product of the scales")
+    return spec, n, domains, [float(s) for s in scales], dict(sd)

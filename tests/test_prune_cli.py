@@ -84,3 +84,21 @@ def test_prune_checks_the_output_folder_before_solving(tmp_path, target_file, ca
     assert "--out" in capsys.readouterr().err
     assert main(["reproduce", "iclr-nothing"]) != 0
     assert "iclr-construction" in capsys.readouterr().err
+
+
+def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, capsys, monkeypatch):
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "structured.pt"
+    assert main(["prune", "--construction", "structured", "--target", str(target_file), "--n", "6", "--k", "2",
+                 "--domain", "signed", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "(structured)" in printed and "14 subset-sum instances" in printed  # 1 + 6 input channels, two halves
+    from pipelines.constructions import load_pruned
+
+    g = load_pruned(out)
+    assert g.construction == "structured" and g.extra["options"] == {"domain": "signed", "k": 2}
+    assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
+    assert main(["prune", "--target", str(target_file), "--n", "3", "--k", "2", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "--k" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """``slth prune``: build and prune the random network of a registered construction."""
 from __future__ import annotations
 
-from .args import MAX_N, CliError, check_output_file, n_jobs, positive_float, sample_size, seed
+from .args import MAX_N, CliError, check_output_file, n_jobs, positive_float, positive_int, sample_size, seed
 
 HELP = "build and prune the random CNN of a construction for a target network"
 EXAMPLE = "slth prune --construction iclr --target lenet5-mnist --n 20 --scale auto --out ticket.pt"
@@ -30,6 +30,12 @@ def add_arguments(p) -> None:
                    help="random weights: uniform = Unif[-1, 1] (the paper's), normal = N(0, 1)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the random network (and of the solvers)")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
+    p.add_argument("--domain", default=None, choices=["signed", "nonnegative", "auto"],
+                   help="structured only: input domain of each block (signed: [-1, 1], both half-blocks, Theorem 3; "
+                        "nonnegative: [0, 1], positive half-blocks only, Lemma 11; auto: per block, from the layer "
+                        "before it); default auto")
+    p.add_argument("--k", type=positive_int, default=None,
+                   help="structured only: fixed subset size per MRSS instance (Theorem 5's |S| = k); default free")
     p.add_argument("--out", required=True, help="file for the pruned network (.pt, read back with weights_only=True)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -43,9 +49,16 @@ def run(args) -> int:
         raise CliError(f"--solver: unknown or uninstalled solver {args.solver!r}; choose from "
                        f"{', '.join(milp.available_solvers())}")
     scale = parse_scale(args.scale)
+    options = {}
+    for flag, name, value in (("--domain", "domain", args.domain), ("--k", "k", args.k)):
+        if value is not None:
+            if args.construction != "structured":
+                raise CliError(f"{flag}: only the structured construction takes it (got --construction "
+                               f"{args.construction})")
+            options[name] = value
     g, info = prune(args.target, args.n, construction=args.construction, solver=args.solver, out=out, seed=args.seed,
                     dist=args.dist, scale=scale, n_jobs=args.n_jobs, time_limit=args.time_limit,
-                    progress=not args.quiet)
+                    progress=not args.quiet, **options)
     lam = ", ".join(f"{x:.4g}" for x in info["lambdas"])
     print(f"pruned random network for {args.target} ({args.construction}), n = {args.n}, scale {args.scale} "
           f"(lambdas {lam}): {info['random']} random parameters ({info['random'] / info['target']:.1f}x the "

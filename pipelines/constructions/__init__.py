@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from models.random_cnn import ConstructionError
 
-from .base import Construction, LayerOptions, Subproblem, parse_scale, scaled_target
+from .base import Construction, LayerOptions, Subproblem, parse_scale, scaled_target, solve_subproblems
 from .iclr import IclrConstruction
 from .structured import StructuredConstruction
 
@@ -55,37 +54,19 @@ def get_construction(name: str) -> type[Construction]:
 
 def construct(target, n: int, construction: str = "iclr", solver: str = "auto", seed: int = 0,
               dist: str = "uniform", scale="none", n_jobs: int = 1, store=None, time_limit=None,
-              progress: bool = False):
-    """Build the random network of ``construction`` for ``target``, solve every subproblem through the
-    batch engine (``milp.solve_many``: parallel, resumable from ``store``) and apply the masks.
-
-    Returns (construction object, info): info has per-subproblem ``residuals`` (in the scaled units the
-    solver saw; the empty subset's |target| where no candidate exists or nothing was found), ``statuses``
-    (counts, with ``no_candidate``), ``instances``, ``seconds`` (summed solver time) and ``lambdas``."""
-    import milp
-
-    c = get_construction(construction)(target, n, seed=seed, dist=dist, scale=scale)
-    subs = c.subproblems()
-    todo = [i for i, sp in enumerate(subs) if sp.instance is not None]
-    sols = milp.solve_many([subs[i].instance for i in todo], solver=solver, n_jobs=n_jobs, store=store,
-                           time_limit=time_limit, seed=seed, progress=progress) if todo else []
-    solutions: list = [None] * len(subs)
-    residuals = np.array([sp.residual_if_empty for sp in subs])
-    statuses: dict[str, int] = {}
-    for i, s in zip(todo, sols):
-        statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
-        if s.found:
-            solutions[i] = s
-            residuals[i] = s.error
-    statuses["no_candidate"] = len(subs) - len(todo)
-    c.apply(solutions, subs)
-    return c, {"residuals": residuals, "statuses": statuses, "instances": len(subs),
-               "seconds": float(sum(s.seconds for s in sols)), "lambdas": list(c.lambdas),
-               "scaling": dict(c.scaling_info)}
+              progress: bool = False, **options):
+    """Build the random network of ``construction`` for ``target`` (``options``: that construction's own
+    keyword arguments, e.g. ``domain`` and ``k`` of ``structured``), solve every subproblem through the
+    batch engine (parallel, resumable from ``store``) and apply the masks
+    (:func:`~pipelines.constructions.base.solve_subproblems`). Returns (construction object, info)."""
+    c = get_construction(construction)(target, n, seed=seed, dist=dist, scale=scale, **options)
+    return c, solve_subproblems(c, solver=solver, n_jobs=n_jobs, store=store, time_limit=time_limit, seed=seed,
+                                progress=progress)
 
 
 def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto", out=None, seed: int = 0,
-          dist: str = "uniform", scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True):
+          dist: str = "uniform", scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True,
+          **options):
     """Python equivalent of ``slth prune``: load a named target (or a LeNet5 state_dict file), prune the
     random network of ``construction`` for its conv part, save it to ``out``. Returns (network, info)."""
     from ..paths import store_dir
@@ -95,14 +76,14 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
     store = store if store is not None else store_dir() / "construction.sqlite"
     t0 = time.perf_counter()
     c, info = construct(features.double(), n, construction, solver=solver, seed=seed, dist=dist, scale=scale,
-                        n_jobs=n_jobs, store=store, time_limit=time_limit, progress=progress)
+                        n_jobs=n_jobs, store=store, time_limit=time_limit, progress=progress, **options)
     info["wall_seconds"] = time.perf_counter() - t0
     g = c.network
     counts = g.parameter_counts()
     info.update(counts, target=sum(p.numel() for p in features.parameters()))
     if out is not None:
         g.save(out, extra={"target": target, "n": n, "construction": construction, "solver": solver, "seed": seed,
-                           "dist": dist, "scale": str(scale), "lambdas": list(c.lambdas), "counts": counts,
+                           "dist": dist, "scale": str(scale), "lambdas": list(c.lambdas), "options": options, "counts": counts,
                            "statuses": info["statuses"], "max_entry_residual": float(info["residuals"].max())})
     return g, info
 

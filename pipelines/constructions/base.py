@@ -155,3 +155,32 @@ class Construction:
     @classmethod
     def attach(cls, target: nn.Sequential, network: nn.Module) -> "Construction":  # pragma: no cover
         raise NotImplementedError
+
+
+def solve_subproblems(c: "Construction", solver: str = "auto", n_jobs: int = 1, store=None, time_limit=None,
+                      seed: int = 0, progress: bool = False) -> dict:
+    """Solve every subproblem of a built construction ``c`` through the batch engine (``milp.solve_many``:
+    parallel, resumable from ``store``) and apply the masks.
+
+    Returns info: per-subproblem ``residuals`` (in the scaled units the solver saw; the empty subset's
+    max |target| where no candidate exists or nothing was found), ``statuses`` (counts, with
+    ``no_candidate``), ``instances``, ``seconds`` (summed solver time), ``lambdas`` and ``scaling``."""
+    import milp
+
+    subs = c.subproblems()
+    todo = [i for i, sp in enumerate(subs) if sp.instance is not None]
+    sols = milp.solve_many([subs[i].instance for i in todo], solver=solver, n_jobs=n_jobs, store=store,
+                           time_limit=time_limit, seed=seed, progress=progress) if todo else []
+    solutions: list = [None] * len(subs)
+    residuals = np.array([sp.residual_if_empty for sp in subs])
+    statuses: dict[str, int] = {}
+    for i, s in zip(todo, sols):
+        statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
+        if s.found:
+            solutions[i] = s
+            residuals[i] = s.error
+    statuses["no_candidate"] = len(subs) - len(todo)
+    c.apply(solutions, subs)
+    return {"residuals": residuals, "statuses": statuses, "instances": len(subs),
+            "seconds": float(sum(s.seconds for s in sols)), "lambdas": list(c.lambdas),
+            "scaling": dict(c.scaling_info)}

@@ -72,7 +72,7 @@ from models.random_tensors import DISTRIBUTIONS, random_tensor
 from models.structured_cnn import SignSplitConv2d, StructuredRandomCNN
 
 from ..verify import certified
-from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale
+from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale, solve_subproblems
 from .iclr import _layers_spec
 
 DOMAINS = ("signed", "nonnegative", "auto")
@@ -393,26 +393,6 @@ class StructuredConstruction(Construction):
 
 def solve(c: Construction, solver: str = "auto", n_jobs: int = 1, store=None, time_limit=None, seed: int = 0,
           progress: bool = False) -> dict:
-    """Solve every subproblem of an already built construction ``c`` through the batch engine
-    (``milp.solve_many``: parallel, resumable from ``store``) and apply the masks: what
-    :func:`pipelines.constructions.construct` does after building, for a construction built with options
-    ``construct`` does not pass (here ``domain`` and ``k``). Returns construct()'s ``info``."""
-    import milp
-
-    subs = c.subproblems()
-    todo = [i for i, sp in enumerate(subs) if sp.instance is not None]
-    sols = milp.solve_many([subs[i].instance for i in todo], solver=solver, n_jobs=n_jobs, store=store,
-                           time_limit=time_limit, seed=seed, progress=progress) if todo else []
-    solutions: list = [None] * len(subs)
-    residuals = np.array([sp.residual_if_empty for sp in subs])
-    statuses: dict[str, int] = {}
-    for i, s in zip(todo, sols):
-        statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
-        if s.found:
-            solutions[i] = s
-            residuals[i] = s.error
-    statuses["no_candidate"] = len(subs) - len(todo)
-    c.apply(solutions, subs)
-    return {"residuals": residuals, "statuses": statuses, "instances": len(subs),
-            "seconds": float(sum(s.seconds for s in sols)), "lambdas": list(c.lambdas),
-            "scaling": dict(c.scaling_info)}
+    """:func:`pipelines.constructions.base.solve_subproblems` (kept under this name for callers)."""
+    return solve_subproblems(c, solver=solver, n_jobs=n_jobs, store=store, time_limit=time_limit, seed=seed,
+                             progress=progress)

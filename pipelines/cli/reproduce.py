@@ -6,27 +6,39 @@ import time
 from .args import (MAX_N, CliError, bounded_int, check_input_folder, check_output_file, check_output_folder,
                    command_line, int_list, n_jobs, positive_float, seed, stage_log, str_list)
 
-HELP = "reproduce a paper's experiment (iclr-lenet5, iclr-construction)"
+HELP = "reproduce an experiment (iclr-lenet5, iclr-construction, structured-random, structured-lenet5)"
 EXAMPLE = "slth reproduce iclr-construction --ns 10,20,30 --scale none,auto --out results/iclr-construction"
-EXPERIMENTS = ("iclr-lenet5", "iclr-construction")  # `bench` has its own command
+
+
+def reproducible() -> list[str]:
+    """Every registered experiment but ``bench`` (which has its own command)."""
+    from pipelines.experiments import experiment_names
+
+    return [name for name in experiment_names() if name != "bench"]
 
 
 def add_arguments(p) -> None:
     from pipelines.experiments import get_experiment
 
-    desc = "; ".join(f"{name}: {get_experiment(name).DESCRIPTION}" for name in EXPERIMENTS)
-    p.add_argument("experiment", choices=EXPERIMENTS, help=desc)
-    p.add_argument("--dataset", default="both", choices=["mnist", "fashion-mnist", "both"], help="data set(s)")
-    p.add_argument("--ns", type=int_list, default="5,10,15,20,25,30",
-                   help=f"sample sizes n, comma-separated, each 1 to {MAX_N}")
-    p.add_argument("--solver", default="auto",
-                   help="solver name; iclr-lenet5 takes several comma-separated (e.g. auto,cpsat)")
-    p.add_argument("--scale", type=str_list, default="none",
-                   help="iclr-construction only: target scaling modes, comma-separated (none, auto, or a number)")
+    names = reproducible()
+    desc = "; ".join(f"{name}: {get_experiment(name).DESCRIPTION}" for name in names)
+    p.add_argument("experiment", choices=names, help=desc)
+    p.add_argument("--dataset", default=None, choices=["mnist", "fashion-mnist", "both"],
+                   help="data set(s); default: the experiment's own (both for the LeNet5 experiments)")
+    p.add_argument("--ns", type=int_list, default=None,
+                   help=f"sample sizes n, comma-separated, each 1 to {MAX_N}; default: the experiment's own "
+                        "(iclr-lenet5: 5,10,15,20,25,30)")
+    p.add_argument("--solver", default=None,
+                   help="solver name(s); experiments with a `solvers` field take several comma-separated "
+                        "(e.g. auto,cpsat); default: the experiment's own (auto for the ICLR ones)")
+    p.add_argument("--scale", type=str_list, default=None,
+                   help="target scaling modes, comma-separated (none, auto, or a number), for experiments that "
+                        "build networks; default none")
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
-                   help="per-instance wall-clock limit in seconds for the solvers; default none")
-    p.add_argument("--epochs", type=bounded_int(1, 10_000), default=50,
-                   help="training epochs of the target LeNet5 (paper: 50)")
+                   help="per-instance wall-clock limit in seconds for the solvers; default: the experiment's own "
+                        "(none for the ICLR ones)")
+    p.add_argument("--epochs", type=bounded_int(1, 10_000), default=None,
+                   help="training epochs of the target LeNet5; default: the experiment's own (the paper's 50)")
     p.add_argument("--seed", type=seed, default=0, help="seed of training, random samples and solvers")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
     p.add_argument("--data-dir", default=None, help="directory of standard IDX files instead of the installed data")
@@ -62,35 +74,78 @@ def check_paths(args) -> None:
         check_input_folder(args.data_dir, "--data-dir")
 
 
+def config_from_args(exp, args):
+    """The experiment's Config from the flags given; a flag the experiment has no field for is refused,
+    a flag not given keeps the experiment's own default."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(exp.Config)}
+    values = {}
+
+    def put(flag, value, *names):
+        if value is None:
+            return
+        for name in names:
+            if name in fields:
+                values[name] = value
+                return
+        raise CliError(f"{flag}: experiment {exp.NAME} does not take it")
+
+    if args.dataset is not None:
+        put("--dataset", ("mnist", "fashion-mnist") if args.dataset == "both" else (args.dataset,), "datasets")
+    put("--ns", tuple(args.ns) if args.ns is not None else None, "ns")
+    if args.solver is not None:
+        solvers = _solvers(args.solver)
+        if "solvers" in fields:
+            values["solvers"] = tuple(solvers)
+        elif "solver" in fields:
+            if len(solvers) != 1:
+                raise CliError(f"--solver: {exp.NAME} takes one solver")
+            values["solver"] = solvers[0]
+        else:
+            raise CliError(f"--solver: experiment {exp.NAME} does not take it")
+    if args.scale is not None:
+        from pipelines.constructions import parse_scale
+
+        put("--scale", tuple(str(parse_scale(x)) for x in args.scale), "scales")
+    put("--time-limit", args.time_limit, "time_limit")
+    put("--epochs", args.epochs, "epochs")
+    if "seed" in fields:
+        values["seed"] = args.seed
+    elif args.seed != 0:
+        raise CliError(f"--seed: experiment {exp.NAME} does not take it")
+    return exp.Config(**values)
+
+
+def runtime_from_args(exp, args) -> dict:
+    """Runtime options (they do not change the numbers) the experiment's run() accepts; a non-default
+    value of one it does not accept is refused."""
+    import inspect
+
+    accepted = inspect.signature(exp.run).parameters
+    runtime = {}
+    for flag, name, value, default in (("--n-jobs", "n_jobs", args.n_jobs, 2), ("--data-dir", "data_dir", args.data_dir, None),
+                                       ("--store", "store", args.store, None),
+                                       ("--recompute-metrics", "recompute_metrics", args.recompute_metrics, False)):
+        if name in accepted:
+            runtime[name] = value
+        elif value != default:
+            raise CliError(f"{flag}: experiment {exp.NAME} does not take it")
+    return runtime
+
+
 def run(args) -> int:
     from pipelines.experiments import get_experiment
 
     exp = get_experiment(args.experiment)
-    datasets = ("mnist", "fashion-mnist") if args.dataset == "both" else (args.dataset,)
-    solvers = _solvers(args.solver)
     check_paths(args)
-    runtime = {"n_jobs": args.n_jobs, "data_dir": args.data_dir, "store": args.store}
-    if args.experiment == "iclr-construction":
-        if len(solvers) != 1:
-            raise CliError("--solver: iclr-construction takes one solver")
-        if args.recompute_metrics:
-            raise CliError("--recompute-metrics: only for iclr-lenet5 (iclr-construction caches no metrics)")
-        from pipelines.constructions import parse_scale
-
-        scales = tuple(str(parse_scale(s)) for s in args.scale)
-        config = exp.Config(datasets=datasets, ns=tuple(args.ns), scales=scales, solver=solvers[0],
-                            time_limit=args.time_limit, seed=args.seed, epochs=args.epochs)
-    else:
-        if args.scale != ["none"]:
-            raise CliError("--scale: only for iclr-construction (iclr-lenet5 substitutes weights, it builds no network)")
-        config = exp.Config(datasets=datasets, ns=tuple(args.ns), solvers=tuple(solvers), time_limit=args.time_limit,
-                            epochs=args.epochs, seed=args.seed)
-        runtime["recompute_metrics"] = args.recompute_metrics
+    config = config_from_args(exp, args)
+    runtime = runtime_from_args(exp, args)
     t0 = time.perf_counter()
     with stage_log(args.log, args.quiet) as progress:
         summary = exp.run(config, out=args.out, progress=progress, command=command_line(), **runtime)
     wall = time.perf_counter() - t0
-    out = summary.get("out") or args.out or f"results/{args.experiment}"
+    out = summary.get("out") or args.out
     print(f"wall time {wall:.1f} s ({wall / 60:.2f} min); {config.describe()}")
     print(f"results in {out}: results.csv, figures (.png, .pdf), summary.json, config.json, report.md")
     return 0

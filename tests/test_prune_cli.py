@@ -102,3 +102,20 @@ def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, c
     assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
     assert main(["prune", "--target", str(target_file), "--n", "3", "--k", "2", "--out", str(tmp_path / "x.pt")]) == 2
     assert "--k" in capsys.readouterr().err
+
+
+def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys, monkeypatch):
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "pair.pt"
+    assert main(["prune", "--construction", "structured", "--blocks", "pair", "--target", str(target_file),
+                 "--n", "3", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    from pipelines.constructions import load_pruned
+
+    g = load_pruned(out)
+    assert g.blocking == "pair" and g.extra["options"] == {"blocks": "pair"}
+    assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
+    assert main(["prune", "--target", str(target_file), "--n", "3", "--blocks", "pair", "--out",
+                 str(tmp_path / "x.pt")]) == 2
+    assert "--blocks" in capsys.readouterr().err

@@ -36,6 +36,10 @@ def add_arguments(p) -> None:
                         "before it); default auto")
     p.add_argument("--k", type=positive_int, default=None,
                    help="structured only: fixed subset size per MRSS instance (Theorem 5's |S| = k); default free")
+    p.add_argument("--blocks", default=None, choices=["channel", "pair"],
+                   help="structured only: channel = one 2n-block per input channel (Theorem 3, MRSS dimension "
+                        "c1*d*d); pair = one per (input, output) channel pair (beyond the paper, dimension d*d); "
+                        "default channel")
     p.add_argument("--out", required=True, help="file for the pruned network (.pt, read back with weights_only=True)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -50,7 +54,8 @@ def run(args) -> int:
                        f"{', '.join(milp.available_solvers())}")
     scale = parse_scale(args.scale)
     options = {}
-    for flag, name, value in (("--domain", "domain", args.domain), ("--k", "k", args.k)):
+    for flag, name, value in (("--domain", "domain", args.domain), ("--k", "k", args.k),
+                              ("--blocks", "blocks", args.blocks)):
         if value is not None:
             if args.construction != "structured":
                 raise CliError(f"{flag}: only the structured construction takes it (got --construction "

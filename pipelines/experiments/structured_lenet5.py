@@ -346,7 +346,8 @@ def _solve_structured(c, config: Config, n_jobs: int, store, time_limit: float,
                "empty": float(np.abs(z).max()) * lam, "target_l1": float(np.abs(z).sum()) * lam}
         if sp.instance is None:
             rec.update(m=0, dim=int(z.size), range=0.0, floor_box=rec["empty"], floor_density=rec["empty"],
-                       residual=rec["empty"], best_solver="", status="no_candidate", selected=0)
+                       residual=rec["empty"], best_solver="", status="no_candidate", selected=0,
+                       lower_bound=rec["empty"])
             for s in config.solvers:
                 rec.update({f"residual_{s}": float("nan"), f"status_{s}": "no_candidate", f"seconds_{s}": 0.0})
             statuses["no_candidate"] = statuses.get("no_candidate", 0) + 1
@@ -356,11 +357,17 @@ def _solve_structured(c, config: Config, n_jobs: int, store, time_limit: float,
         rec.update(m=int(X.shape[0]), dim=int(X.shape[1]), range=subset_sum_range(X) * lam,
                    floor_box=box_floor(X) * lam, floor_density=density_floor(X, z) * lam)
         found = {s: per_solver[s][i] for s in config.solvers if per_solver[s][i].found}
+        bounds = []
         for s in config.solvers:
             sol = per_solver[s][i]
             rec[f"residual_{s}"] = float(sol.error) * lam if sol.found else float("nan")
             rec[f"status_{s}"] = sol.status.value
             rec[f"seconds_{s}"] = round(float(sol.seconds), 3)
+            rec[f"bound_{s}"] = float(sol.bound) * lam if sol.bound is not None else float("nan")
+            if sol.bound is not None and np.isfinite(sol.bound):
+                bounds.append(max(float(sol.bound), 0.0) * lam)
+        # the best proven lower bound on the optimum any solver reported (0 = nothing proven)
+        rec["lower_bound"] = max(bounds) if bounds else 0.0
         if found:
             name = min(found, key=lambda s: (found[s].error, config.solvers.index(s)))
             sol = found[name]

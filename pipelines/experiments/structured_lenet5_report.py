@@ -22,7 +22,7 @@ COLUMNS = ["dataset", "construction", "n", "matches", "solver", "time_limit", "l
            "output_ratio", "statuses"]
 TAIL = ["latency_notes", "load_average", "solve_seconds", "verify_seconds"]
 INSTANCE_COLUMNS = ["dataset", "construction", "n", "layer", "kind", "channel", "output", "m", "dim", "lambda", "target_l1", "empty", "range",
-                    "floor_box", "floor_density", "residual", "best_solver", "status", "selected"]
+                    "floor_box", "floor_density", "residual", "lower_bound", "best_solver", "status", "selected"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -354,8 +354,9 @@ def _int(x) -> str:
 def _floor_lines(instances, ds: str, cons: str = "structured") -> list[str]:
     solvers = solver_names(instances)
     head = ("| n | conv | instances | m (min-max) | dim | max ||z||_inf | max floor R2^(-m/dim)/2 | max floor first moment | "
-            "max achieved | " + " | ".join(f"max {s}" for s in solvers) + " | proven optimal | limited by |")
-    lines = [head, "|" + "---|" * (11 + len(solvers))]
+            "max achieved | " + " | ".join(f"max {s}" for s in solvers) + " | best lower bound (min-max) | proven optimal | "
+            "limited by |")
+    lines = [head, "|" + "---|" * (12 + len(solvers))]
     for (n, layer), g in layer_groups(instances, ds, cons).items():
         ms = [int(r["m"]) for r in g]
         verdicts = {}
@@ -372,6 +373,7 @@ def _floor_lines(instances, ds: str, cons: str = "structured") -> list[str]:
                      f"{max(_f(r['empty']) for r in g):.3f} | {_e(max(_f(r['floor_box']) for r in g))} | "
                      f"{_e(max(_f(r['floor_density']) for r in g))} | {max(_f(r['residual']) for r in g):.3f} | "
                      + " | ".join(_e(nanmax(r.get(f'residual_{s}') for r in g)) for s in solvers)
+                     + f" | {_e(nanmin(r.get('lower_bound') for r in g))}-{_e(nanmax(r.get('lower_bound') for r in g))}"
                      + f" | {sum(r.get('status') == 'optimal' for r in g)}/{len(g)} | {vtext} |")
     return lines
 
@@ -470,7 +472,7 @@ def write_all(rows, instances, summary, out) -> dict:
     lat = latency_keys(rows)
     solvers = solver_names(instances)
     atomic_write_csv(out / "results.csv", rows, COLUMNS + lat + TAIL, extrasaction="ignore")
-    inst_cols = INSTANCE_COLUMNS + [f"{k}_{s}" for s in solvers for k in ("residual", "status", "seconds")]
+    inst_cols = INSTANCE_COLUMNS + [f"{k}_{s}" for s in solvers for k in ("residual", "status", "seconds", "bound")]
     atomic_write_csv(out / "instances.csv", instances, inst_cols, extrasaction="ignore")
     atomic_write_json(out / "summary.json", summary)
     plot_errors(rows, out, level)
@@ -527,7 +529,9 @@ def write_all(rows, instances, summary, out) -> dict:
              "`floor_density` = the first-moment estimate: the eps at which 2^m prod_j (2 eps phi_j(z_j)) = 1 with the "
              "sum of a uniformly random subset taken Gaussian per coordinate (mean sum X/2, variance sum X^2/4). The "
              "box estimate ignores that sums concentrate near their mean and is far higher; both are capped by "
-             "||z||_inf, which the empty subset achieves.", ""]
+             "||z||_inf, which the empty subset achieves. `lower_bound` (instances.csv, and the table's min-max) is "
+             "the best lower bound on the optimum any solver *proved* (the MILP dual bound; 0 = nothing proven): "
+             "the optimum lies between it and the achieved residual.", ""]
     for ds in datasets:
         lines += [f"## {LABEL.get(ds, ds)}", "",
                   "| construction | n | matches | random | kept | MACs | non-zero MACs | per-image rel | global rel | "

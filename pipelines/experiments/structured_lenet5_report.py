@@ -378,6 +378,48 @@ def _floor_lines(instances, ds: str, cons: str = "structured") -> list[str]:
     return lines
 
 
+def _verdict_summary(g: list[dict]) -> list[str]:
+    """The verdicts of a group of instances, each once with its count (solver verdicts with the range of
+    their factors over the estimate)."""
+    counts: dict[str, int] = {}
+    factors = []
+    for x in g:
+        v = verdict(x)
+        if v.startswith("solver"):
+            fl = floor_estimate(x)
+            if fl > 0:
+                factors.append(_f(x["residual"]) / fl)
+            v = "solver"
+        counts[v] = counts.get(v, 0) + 1
+    out = []
+    for v, c in sorted(counts.items()):
+        text = f"{v} x{c}"
+        if v == "solver" and factors:
+            text += f" ({min(factors):.3g}-{max(factors):.3g}x the estimate)"
+        out.append(text)
+    return out
+
+
+def caveats(rows) -> list[str]:
+    """What the numbers of this run depend on besides n (computed from the rows)."""
+    out = []
+    loads = [_f(r.get("load_average")) for r in rows if _f(r.get("load_average")) == _f(r.get("load_average"))]
+    if loads:
+        out.append(f"- Machine load (1-min load average per row, 2 cores): {min(loads):.2f}-{max(loads):.2f}. Above 2, "
+                   "other jobs shared the cores: solver budgets are wall-clock limits, so a loaded machine gets less "
+                   "search per instance, and latencies (medians of few calls) are noisy, especially with 2 threads. "
+                   "Rerun on an idle machine (every solve comes back from the store) to re-measure latency.")
+    starved = [r for r in rows if r["construction"] == "iclr" and "heuristic:time_limit" in str(r.get("statuses", ""))]
+    if starved:
+        worst = max(starved, key=lambda r: _f(r["per_image_rel"]))
+        out.append(f"- ICLR rows above `iclr_exact_max` candidates rely on the heuristic with "
+                   f"{_f(worst.get('time_limit')):g} s per entry; {len(starved)} rows have entries that hit that limit. "
+                   f"Their error is budget-limited, not n-limited (worst: {LABEL.get(worst['dataset'], worst['dataset'])} "
+                   f"n = {worst['n']}, {_e(worst['per_image_rel'])}), so the ICLR curve is not monotone in n here; the "
+                   "ICLR construction's own study (results/iclr-lenet5, results/iclr-construction) is its reference.")
+    return out
+
+
 def _statement(rows, instances, ds: str, level: float, cons: str = "structured") -> list[str]:
     s = pts(rows, ds, cons)
     if not s:
@@ -402,7 +444,7 @@ def _statement(rows, instances, ds: str, level: float, cons: str = "structured")
         emp = max(_f(x["empty"]) for x in g)
         fl = max(floor_estimate(x) for x in g)
         flb = max(min(_f(x["floor_box"]), _f(x["empty"])) for x in g)
-        vs = sorted({verdict(x) for x in g})
+        vs = _verdict_summary(g)
         out.append(f"  - n = {n}, conv{layer} ({len(g)} MRSS, m = {min(int(x['m']) for x in g)}-"
                    f"{max(int(x['m']) for x in g)} candidates of dimension {g[0]['dim']}): achieved max residual "
                    f"{res:.3f} against ||z||_inf = {emp:.3f} (the empty subset); counting estimate "
@@ -555,6 +597,7 @@ def write_all(rows, instances, summary, out) -> dict:
               "than the empty one: more candidates are needed); **solver** where the estimate is far below what was "
               "found (a better MRSS solver or more time could go lower, the estimate says how far at most); the "
               "estimates are heuristics, the proven optima are not.", ""]
+    lines += ["## Caveats of this run", "", *caveats(rows), ""]
     lines += ["## Cost of the compact tickets (the practical reason for structured pruning)", ""]
     for ds in datasets:
         tickets = cost_tickets(rows, ds, level)

@@ -93,6 +93,7 @@ def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, c
                  "--domain", "signed", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "(structured)" in printed and "14 subset-sum instances" in printed  # 1 + 6 input channels, two halves
+    assert "domain signed: 0 of 2 blocks see non-negative inputs" in printed and "14 MRSS instances instead of 14" in printed
     from pipelines.constructions import load_pruned
 
     g = load_pruned(out)
@@ -109,6 +110,9 @@ def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys,
     out = tmp_path / "pair.pt"
     assert main(["prune", "--construction", "structured", "--blocks", "pair", "--target", str(target_file),
                  "--n", "3", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "domain auto: 2 of 2 blocks see non-negative inputs" in printed
+    assert "102 MRSS instances instead of 204" in printed  # 1 x 6 + 6 x 16 pairs, positive half-blocks only
     from pipelines.constructions import load_pruned
 
     g = load_pruned(out)

@@ -69,4 +69,6 @@ def run(args) -> int:
           f"(lambdas {lam}): {info['random']} random parameters ({info['random'] / info['target']:.1f}x the "
           f"target's {info['target']}), {info['kept']} kept; {info['instances']} subset-sum instances ({info['statuses']}), "
           f"max entry residual {info['residuals'].max():.3e} (scaled units); saved to {args.out}")
+    if "domain_summary" in info:
+        print(info["domain_summary"])
     return 0

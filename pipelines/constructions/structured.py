@@ -346,6 +346,23 @@ class StructuredConstruction(Construction):
         for bi, b in enumerate(blocks):
             self.network.set_block_masks(bi, V=SV[bi], U=self._input_channel_mask(b, SV[bi]))
 
+    def domain_summary(self) -> str:
+        """What the declared domain saves (Lemma 11 with X- = 0): per block nonnegative or signed, the MRSS
+        instances solved against the 2x of Theorem 3 verbatim (``signed``), and the hidden channels of the
+        negative half-blocks that are removed without solving anything."""
+        solved = full = unused = hidden = 0
+        for b, dom in zip(self.network.blocks(), self.domains):
+            per_half = b.c0 * b.group
+            full += 2 * per_half
+            solved += per_half * (2 if dom == "signed" else 1)
+            hidden += b.hidden
+            if dom == "nonnegative":
+                unused += b.hidden // 2
+        nonneg = self.domains.count("nonnegative")
+        return (f"domain {self.domain}: {nonneg} of {len(self.domains)} blocks see non-negative inputs (X- = 0, "
+                f"Lemma 11): {solved} MRSS instances instead of {full} for signed inputs, {unused:,} of {hidden:,} "
+                f"hidden channels (negative half-blocks) removed without solving")
+
     # ------------------------------------------------------------------ views and certificate
     def effective_kernels(self) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
         """Per conv, what the pruned block computes on its domain, in the target's units:

@@ -90,6 +90,21 @@ def finished_run(out, config: ExperimentConfig, progress: bool = True) -> dict |
     return {**done, "out": str(out)}
 
 
+def start_run(config, config_class: type, out, progress: bool = True, skip_finished: bool = False):
+    """The opening of every experiment's ``run``: checks the config's type, prepares the output folder
+    (:func:`prepare_out`) and, with ``skip_finished``, looks for a finished run of this config there.
+    Returns (start time, output folder, the finished run's summary or None)."""
+    import time
+
+    if not isinstance(config, config_class):
+        raise TypeError(f"config: expected {config_class.__module__}.{config_class.__name__}, got "
+                        f"{type(config).__name__}")
+    started = time.time()
+    out = prepare_out(config, out, progress)
+    done = finished_run(out, config, progress) if skip_finished else None
+    return started, out, done
+
+
 def config_record(config: ExperimentConfig) -> dict:
     """What ``config.json`` and ``summary.json`` store about a config."""
     return {"experiment": config.NAME, "config_key": config.key(), "config": config.to_dict()}

@@ -229,8 +229,24 @@ class Config(ExperimentConfig):
 
 
 # ----------------------------------------------------------------------------- running
-def _row(b: BenchInstance, solver: str, sol) -> dict:
+#: the LP-duality lower bound is computed for instances of at most this many candidate entries (n * d)
+BOUND_MAX_CELLS = 600_000
+
+
+def instance_bounds(b: BenchInstance) -> dict:
+    """Per instance, once: ``lower_bound`` (proven, LP duality checked in float64: :func:`milp.bounds.
+    lp_lower_bound`; None when the instance is too large for the LP) and ``floor`` (the first-moment
+    counting estimate :func:`milp.bounds.density_floor`; an estimate, not a bound)."""
+    from milp.bounds import density_floor, lp_lower_bound
+
+    X = b.instance.candidates
+    lb = lp_lower_bound(b.instance, time_limit=10.0) if X.size <= BOUND_MAX_CELLS else None
+    return {"lower_bound": lb, "floor": density_floor(X, b.instance.target)}
+
+
+def _row(b: BenchInstance, solver: str, sol, bounds: dict | None = None) -> dict:
     return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "d": b.meta["d"], "k": b.meta.get("k"),
+            **(bounds or {}),
             "solver": solver, "residual": float(sol.error), "status": sol.status.value,
             "claimed_optimal": bool(sol.claimed_optimal), "seconds": float(sol.seconds),
             "time_to_first": sol.time_to_first, "time_to_best": sol.time_to_best,
@@ -271,6 +287,9 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     for s in suites:
         items += build_suite(s, repeats, seed, progress)
     save_instances(items, out / "instances")
+    if progress:
+        print(f"[bench] lower bounds (LP duality) and counting estimates of {len(items)} instances", flush=True)
+    bounds = {b.id: instance_bounds(b) for b in items}
     exact_ok = milp.backends.get_backend("exact")
     rows, refused = [], []
     for solver in installed:
@@ -284,7 +303,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             print(f"[bench] {solver}: {len(todo)} instances, time limit {time_limit:g} s", flush=True)
         sols = milp.solve_many([b.instance for b in todo], solver=solver, n_jobs=n_jobs, store=store,
                                time_limit=time_limit, seed=seed, threads=1, progress=progress)
-        rows += [_row(b, solver, s) for b, s in zip(todo, sols)]
+        rows += [_row(b, solver, s, bounds[b.id]) for b, s in zip(todo, sols)]
     rows = annotate(rows)
     summary = {"command": command, "machine": machine_line(),
                "settings": {"suites": suites, "solvers": installed, "time_limit": time_limit, "repeats": repeats,

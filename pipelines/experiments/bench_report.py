@@ -149,7 +149,8 @@ def headline(rows: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- files and figures
-COLUMNS = ["id", "suite", "n", "d", "k", "solver", "status", "residual", "reference", "reference_kind", "ratio",
+COLUMNS = ["id", "suite", "n", "d", "k", "solver", "status", "residual", "lower_bound", "floor", "reference",
+           "reference_kind", "ratio",
            "claimed_optimal", "claimed_optimal_beaten", "seconds", "time_to_first", "time_to_best",
            "solver_objective", "solver_version", "message"]
 
@@ -272,13 +273,39 @@ def per_size_markdown(rows: list[dict], suite: str) -> list[str]:
             rs = [r["ratio"] for r in sel if r["solver"] == s and (r["n"], r["d"], r["k"] or 0) == (n, d, k)]
             cells.append("-" if not rs else f"{np.median(rs):.3g} ({100 * np.mean(np.array(rs) <= 2):.0f}%)")
         lines.append(f"| {n} | {d} | {k or '-'} | " + " | ".join(cells) + " |")
+    lines += [""] + bounds_markdown(sel)
     return lines + [""]
+
+
+def bounds_markdown(sel: list[dict]) -> list[str]:
+    """Per size: the best residual any solver found against the proven lower bound (LP duality) and the
+    counting estimate (medians over the instances of the size)."""
+    per_id = {}
+    for r in sel:
+        cur = per_id.setdefault(r["id"], dict(r, best=r["residual"]))
+        cur["best"] = min(cur["best"], r["residual"])
+    if not any(r.get("floor") is not None for r in per_id.values()):
+        return []
+    lines = ["| n | d | k | median best residual | median lower bound (proven) | median counting estimate | "
+             "best / estimate |", "|---|---|---|---|---|---|---|"]
+    for n, d, k in sorted({(r["n"], r["d"], r["k"] or 0) for r in per_id.values()}):
+        g = [r for r in per_id.values() if (r["n"], r["d"], r["k"] or 0) == (n, d, k)]
+        best = float(np.median([r["best"] for r in g]))
+        lbs = [r["lower_bound"] for r in g if r.get("lower_bound") is not None]
+        fl = [r["floor"] for r in g if r.get("floor") is not None]
+        lb = f"{np.median(lbs):.3g}" if lbs else "not computed"
+        est = float(np.median(fl)) if fl else math.nan
+        lines.append(f"| {n} | {d} | {k or '-'} | {best:.3g} | {lb} | {est:.3g} | "
+                     f"{best / est if est > 0 else math.inf:.3g} |")
+    return lines + ["", "Lower bound: proven (LP duality, recomputed in float64; 0 once n exceeds d). Counting "
+                        "estimate: first moment over all 2^n subsets (with a cardinality k only C(n, k) of them count, "
+                        "so there it is optimistic), an estimate, not a bound.", ""]
 
 
 def read_csv(path) -> list[dict]:
     """results.csv back into rows (numbers as numbers, '' as None), e.g. to redraw the report."""
     ints, floats = {"n", "d", "k"}, {"residual", "reference", "ratio", "seconds", "time_to_first", "time_to_best",
-                                     "solver_objective"}
+                                     "solver_objective", "lower_bound", "floor"}
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):

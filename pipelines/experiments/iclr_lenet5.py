@@ -33,7 +33,7 @@ import numpy as np
 from ..metrics import accuracy, conv_outputs, max_rel_weight_error, output_errors
 from ..reporting import atomic_write_text, machine_line, status_counts
 from . import iclr_lenet5_report as report_module
-from .base import ExperimentConfig, config_record, finished_run, prepare_out, record_run
+from .base import ExperimentConfig, config_record, record_run, start_run
 from .iclr_lenet5_report import PAPER
 
 NAME = "iclr-lenet5"
@@ -313,11 +313,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     """
     from ..targets import ensure_trained_lenet5, get_trained_lenet5
 
-    if not isinstance(config, Config):
-        raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
-    started = time.time()
-    out = prepare_out(config, out, progress)
-    if skip_finished and (done := finished_run(out, config, progress)) is not None:
+    started, out, done = start_run(config, Config, out, progress, skip_finished)
+    if done is not None:
         return done
     store = store if store is not None else default_store()
     metrics_cache = metrics_cache_dir()

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..reporting import load_average, machine_line
-from .base import ExperimentConfig, config_record, finished_run, prepare_out, record_run
+from .base import ExperimentConfig, config_record, record_run, start_run
 from .structured_lenet5_report import write_all
 
 NAME = "structured-lenet5"
@@ -159,37 +159,8 @@ class Config(ExperimentConfig):
 
 
 # ----------------------------------------------------------------------------- counting estimates
-def subset_sum_range(X: np.ndarray) -> float:
-    """R = max_j sum_i |X_ij|: the largest range [sum of negatives, sum of positives] of subset sums over
-    the coordinates of the candidates X (m x dim)."""
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    return float(np.abs(X).sum(axis=0).max()) if X.size else 0.0
-
-
-def box_floor(X: np.ndarray) -> float:
-    """Counting estimate R 2^(-m/dim) / 2: 2^m subset sums spread evenly over a box of side R leave cells
-    of side R 2^(-m/dim), whose points are half a side from the nearest sum in max norm. An estimate
-    (sums concentrate near the mean), not a bound."""
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    m, dim = X.shape
-    return float(subset_sum_range(X) * np.exp2(-m / dim) / 2.0)
-
-
-def density_floor(X: np.ndarray, z: np.ndarray) -> float:
-    """First-moment counting estimate of the best max-norm residual: the eps at which the expected number
-    of the 2^m subsets whose sum lies within eps of z is one, with the subset sum of a uniformly random
-    subset taken Gaussian and independent across coordinates (mean sum_i X_ij / 2, variance sum_i X_ij^2 / 4):
-    2^m prod_j (2 eps phi_j(z_j)) = 1. Sharper than :func:`box_floor` where z sits in the bulk of the
-    sums; an estimate, not a bound, and meaningful only where it is far below ||z||_inf."""
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    m, dim = X.shape
-    mu, var = X.sum(axis=0) / 2.0, (X ** 2).sum(axis=0) / 4.0
-    if np.any(var <= 0):
-        return float("inf")
-    log2_phi = -0.5 * np.log2(2 * np.pi * var) - 0.5 * (z - mu) ** 2 / var / np.log(2.0)
-    with np.errstate(over="ignore"):
-        return float(np.exp2(-(m + log2_phi.sum()) / dim) / 2.0)
+# (one home: milp.bounds; re-exported here for the callers of this module)
+from milp.bounds import box_floor, density_floor, subset_sum_range  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -498,15 +469,10 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     files; ``skip_finished`` returns the summary already in ``out`` when it records a finished run of this
     config; ``targets`` / ``data`` (tests): per data set name, ``(model, features)`` to use instead of the
     cached trained LeNet5 and ``(images, labels)`` instead of the test split."""
-    import torch
-
     from ..metrics import accuracy_with_features, conv_outputs
 
-    if not isinstance(config, Config):
-        raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
-    started = time.time()
-    out = prepare_out(config, out, progress)
-    if skip_finished and (done := finished_run(out, config, progress)) is not None:
+    started, out, done = start_run(config, Config, out, progress, skip_finished)
+    if done is not None:
         return done
     if store is None:
         from ..paths import store_dir

@@ -47,7 +47,7 @@ import numpy as np
 from models.random_tensors import nsn
 
 from ..reporting import machine_line
-from .base import ExperimentConfig, config_record, finished_run, prepare_out, record_run
+from .base import ExperimentConfig, config_record, record_run, start_run
 from .structured_random_report import COLUMNS, median_errors, write_all
 
 NAME = "structured-random"
@@ -194,11 +194,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     ``out`` when it records a finished run of this config."""
     import milp
 
-    if not isinstance(config, Config):
-        raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
-    started = time.time()
-    out = prepare_out(config, out, progress)
-    if skip_finished and (done := finished_run(out, config, progress)) is not None:
+    started, out, done = start_run(config, Config, out, progress, skip_finished)
+    if done is not None:
         return done
     store = store if store is not None else default_store()
     available = set(milp.available_solvers())

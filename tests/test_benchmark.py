@@ -128,3 +128,27 @@ def test_bench_rows_carry_the_proven_lower_bound_and_the_counting_estimate(tmp_p
         if r["solver"] == "exact" and r["lower_bound"] is not None:  # proven optimum >= proven bound
             assert r["lower_bound"] <= r["residual"] * (1 + 1e-9) + 1e-12
     assert "median lower bound (proven)" in (out / "summary.md").read_text()
+
+
+def test_structured_suite_is_the_constructions_own_instances(monkeypatch):
+    import torch
+
+    from models.lenet5 import LeNet5
+    from pipelines.constructions.structured import StructuredConstruction
+
+    monkeypatch.setattr(B, "STRUCTURED_POINTS", (("channel", 8), ("pair", 8)))
+    features = LeNet5(seed=0).features
+    items = B.suite_structured(2, seed=0, features=features)
+    assert len({b.id for b in items}) == len(items)
+    dims = {b.meta["kind"]: set() for b in items}
+    for b in items:
+        dims[b.meta["kind"]].add(b.meta["d"])
+        assert b.suite == "structured" and b.instance.cardinality is None
+    assert dims == {"structured-channel": {150, 400}, "structured-pair": {25}}
+    c = StructuredConstruction(features.to(torch.float64), 8, seed=0, domain="auto", blocks="pair")
+    by_entry = {(sp.layer + 1, tuple(sp.entry)): sp for sp in c.subproblems()}
+    for b in items:
+        if b.meta["kind"] == "structured-pair":
+            sp = by_entry[(b.meta["layer"], tuple(b.meta["entry"]))]
+            assert b.instance.content_hash() == sp.instance.content_hash()
+    assert sum(b.meta["kind"] == "structured-pair" for b in items) == 4  # 2 per conv

@@ -1,10 +1,10 @@
-"""``slth bench``: solver benchmarks on the RSS / RFSS / MRSS / LeNet5 suites."""
+"""``slth bench``: solver benchmarks on the RSS / RFSS / MRSS / LeNet5 / structured suites."""
 from __future__ import annotations
 
 from .args import (bounded_int, check_output_file, check_output_folder, command_line, n_jobs, positive_float, seed,
                    stage_log, str_list)
 
-HELP = "benchmark the solvers on RSS / RFSS / MRSS / LeNet5 suites"
+HELP = "benchmark the solvers on RSS / RFSS / MRSS / LeNet5 / structured (MRSS of the structured construction) suites"
 EXAMPLE = "slth bench --suite rss --solvers exact,cpsat,highs --time-limit 1 --out /tmp/bench"
 
 

@@ -146,6 +146,44 @@ def suite_lenet5(repeats: int, seed: int = 0, progress: bool = False) -> list[Be
     return out
 
 
+#: structured suite: (blocks, n) of the structured construction on the trained MNIST LeNet5
+STRUCTURED_POINTS = (("channel", 256), ("channel", 1024), ("pair", 256), ("pair", 1024))
+
+
+def suite_structured(repeats: int, seed: int = 0, progress: bool = False, features=None) -> list[BenchInstance]:
+    """The MRSS instances the structured construction (NeurIPS 2023 Theorem 3 / Lemma 12; issue 12) really
+    solves on the trained MNIST LeNet5 (domain auto: positive half-blocks; normal weights; seed 0, the
+    construction's own draw): per (blocks, n) of ``STRUCTURED_POINTS``, ``channel`` blocks give conv1's
+    instance (dim 150) and ``repeats`` of conv2's six (dim 400), ``pair`` blocks ``repeats`` instances of
+    each conv (dim 25), drawn with ``seed``. No cardinality: exactly what ``slth prune --construction
+    structured`` and ``slth reproduce structured-lenet5`` solve (the same instances, so the same store
+    keys). ``features``: another conv part to draw the instances from (tests)."""
+    from ..constructions.structured import StructuredConstruction
+
+    if features is None:
+        from ..targets import load_target
+
+        _, features = load_target("lenet5-mnist", progress=progress)
+    target = features.double()
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for blocks, n in STRUCTURED_POINTS:
+        c = StructuredConstruction(target, n, seed=0, dist="normal", scale="none", domain="auto", blocks=blocks)
+        subs = [sp for sp in c.subproblems() if sp.instance is not None]
+        for layer in sorted({sp.layer for sp in subs}):
+            pool = [sp for sp in subs if sp.layer == layer]
+            take = pool if len(pool) <= repeats else [pool[i] for i in sorted(rng.choice(len(pool), repeats,
+                                                                                          replace=False))]
+            for sp in take:
+                entry = "-".join(map(str, sp.entry))
+                out.append(BenchInstance(f"structured-{blocks}-n{n}-conv{layer + 1}-{entry}", "structured",
+                                         sp.instance, {"n": sp.instance.n, "d": sp.instance.d, "k": None,
+                                                       "kind": f"structured-{blocks}", "channels_per_half": n,
+                                                       "layer": layer + 1, "entry": list(map(int, sp.entry))}))
+        del c
+    return out
+
+
 def build_suite(name: str, repeats: int, seed: int = 0, progress: bool = False) -> list[BenchInstance]:
     if name == "rss":
         return suite_rss(repeats, seed)
@@ -155,6 +193,8 @@ def build_suite(name: str, repeats: int, seed: int = 0, progress: bool = False) 
         return suite_mrss(repeats, seed)
     if name == "lenet5":
         return suite_lenet5(repeats, seed, progress)
+    if name == "structured":
+        return suite_structured(repeats, seed, progress)
     raise BenchError(f"--suite: unknown suite {name!r}; choose from {', '.join(SUITES)} or all")
 
 

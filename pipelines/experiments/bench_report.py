@@ -18,7 +18,7 @@ import numpy as np
 
 from ..reporting import atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
 
-SUITES = ("rss", "rfss", "mrss", "lenet5")
+SUITES = ("rss", "rfss", "mrss", "lenet5", "structured")
 DEFAULT_SOLVERS = ("exact", "heuristic", "cbc", "cpsat", "scip", "highs", "gurobi", "auto")
 MILP_BACKENDS = ("cbc", "cpsat", "scip", "highs", "gurobi")
 #: residuals closer than this (relative, with an absolute floor) count as equal

@@ -117,6 +117,7 @@ def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys,
 
     g = load_pruned(out)
     assert g.blocking == "pair" and g.extra["options"] == {"blocks": "pair"}
+    assert g.extra["dist"] == "normal"  # Theorem 3's, the structured construction's own default
     assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]

@@ -340,7 +340,7 @@ def test_registry_runner_batch_engine_and_store(tmp_path):
     t = make("conv-relu-pool-conv")
     store = tmp_path / "s.sqlite"
     c, info = construct(t, N, "structured", solver="exact", seed=2, store=store)
-    assert c.domain == "auto" and c.dist == "uniform"  # construct() passes its own dist; domain/k: defaults
+    assert c.domain == "auto" and c.dist == "normal"  # construct() leaves dist, domain and k to the construction
     n_inst = sum(sp.instance is not None for sp in c.subproblems())
     assert len(milp.SolutionStore(store)) == n_inst
     again, _ = construct(t, N, "structured", solver="exact", seed=2, store=store)  # answered by the store

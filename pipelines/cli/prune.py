@@ -26,8 +26,9 @@ def add_arguments(p) -> None:
                    help=f"solver backend for the subset-sum instances, one of: {', '.join(milp.available_solvers())}")
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="per-instance wall-clock limit in seconds; default none")
-    p.add_argument("--dist", default="uniform", choices=list(DISTRIBUTIONS),
-                   help="random weights: uniform = Unif[-1, 1] (the paper's), normal = N(0, 1)")
+    p.add_argument("--dist", default=None, choices=list(DISTRIBUTIONS),
+                   help="random weights: uniform = Unif[-1, 1], normal = N(0, 1); default: the construction's "
+                        "own (iclr: uniform, the ICLR paper's; structured: normal, Theorem 3)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the random network (and of the solvers)")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
     p.add_argument("--domain", default=None, choices=["signed", "nonnegative", "auto"],

@@ -53,19 +53,22 @@ def get_construction(name: str) -> type[Construction]:
 
 
 def construct(target, n: int, construction: str = "iclr", solver: str = "auto", seed: int = 0,
-              dist: str = "uniform", scale="none", n_jobs: int = 1, store=None, time_limit=None,
+              dist: str | None = None, scale="none", n_jobs: int = 1, store=None, time_limit=None,
               progress: bool = False, **options):
     """Build the random network of ``construction`` for ``target`` (``options``: that construction's own
     keyword arguments, e.g. ``domain`` and ``k`` of ``structured``), solve every subproblem through the
     batch engine (parallel, resumable from ``store``) and apply the masks
-    (:func:`~pipelines.constructions.base.solve_subproblems`). Returns (construction object, info)."""
-    c = get_construction(construction)(target, n, seed=seed, dist=dist, scale=scale, **options)
+    (:func:`~pipelines.constructions.base.solve_subproblems`). Returns (construction object, info).
+    ``dist`` None: the construction's own (ICLR: uniform, the paper's; structured: normal, Theorem 3)."""
+    if dist is not None:
+        options["dist"] = dist
+    c = get_construction(construction)(target, n, seed=seed, scale=scale, **options)
     return c, solve_subproblems(c, solver=solver, n_jobs=n_jobs, store=store, time_limit=time_limit, seed=seed,
                                 progress=progress)
 
 
 def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto", out=None, seed: int = 0,
-          dist: str = "uniform", scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True,
+          dist: str | None = None, scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True,
           **options):
     """Python equivalent of ``slth prune``: load a named target (or a LeNet5 state_dict file), prune the
     random network of ``construction`` for its conv part, save it to ``out``. Returns (network, info)."""
@@ -85,7 +88,7 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
         info["domain_summary"] = c.domain_summary()
     if out is not None:
         g.save(out, extra={"target": target, "n": n, "construction": construction, "solver": solver, "seed": seed,
-                           "dist": dist, "scale": str(scale), "lambdas": list(c.lambdas), "options": options, "counts": counts,
+                           "dist": getattr(c, "dist", dist), "scale": str(scale), "lambdas": list(c.lambdas), "options": options, "counts": counts,
                            "statuses": info["statuses"], "max_entry_residual": float(info["residuals"].max())})
     return g, info
 

@@ -85,7 +85,9 @@ def _channel_l1(W: torch.Tensor) -> torch.Tensor:
 def certified(layers, effective, input_bound: float = 1.0) -> dict:
     """Upper bound on sup_X ||f(X) - g(X)||_max over X in [0, input_bound]^{...}.
 
-    ``layers``: the target's layers (Conv2d / ReLU / MaxPool2d, as accepted by a construction);
+    ``layers``: the target's layers (Conv2d / ReLU / MaxPool2d, and Flatten / Linear for constructions with
+    dense layers, as accepted by a construction); a Linear is treated as a conv whose output channels are its
+    rows (||W_j||_1 per row; the same inequality), Flatten is the identity in the max norm;
     ``effective``: per conv, the (L, c) that g computes in its place, in the target's units (for the
     ICLR construction the block products of Section 4.2, Eq. 2, times the scaling factors).
 
@@ -100,7 +102,7 @@ def certified(layers, effective, input_bound: float = 1.0) -> dict:
     e, B, Bt = 0.0, float(input_bound), float(input_bound)
     per_layer = []
     for i, m in enumerate(layers):
-        if not isinstance(m, nn.Conv2d):
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
         K = m.weight.detach().double()
         b = m.bias.detach().double() if m.bias is not None else torch.zeros(K.shape[0], dtype=torch.float64)

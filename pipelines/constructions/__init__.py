@@ -11,12 +11,14 @@ import time
 from models.random_cnn import ConstructionError
 
 from .base import Construction, LayerOptions, Subproblem, parse_scale, scaled_target, solve_subproblems
+from .dense_rfss import RfssConstruction
 from .iclr import IclrConstruction
 from .structured import StructuredConstruction
 
 REGISTRY: dict[str, type[Construction]] = {
     IclrConstruction.name: IclrConstruction,
     StructuredConstruction.name: StructuredConstruction,
+    RfssConstruction.name: RfssConstruction,
 }
 
 
@@ -25,7 +27,7 @@ def load_pruned(path):
     format tag names (``weights_only=True``; every check of that class's ``load``)."""
     import torch
 
-    from models import random_cnn, structured_cnn
+    from models import random_cnn, random_dense, structured_cnn
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -34,6 +36,8 @@ def load_pruned(path):
     except Exception as exc:
         raise ConstructionError(f"{path}: not a readable pruned-network file ({str(exc).splitlines()[0][:200]})") from None
     fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == random_dense.FORMAT:
+        return random_dense.PrunedRandomNet.load(path)
     if fmt == structured_cnn.FORMAT:
         return structured_cnn.StructuredRandomCNN.load(path)
     if fmt in random_cnn.READABLE_FORMATS:

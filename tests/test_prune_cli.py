@@ -102,3 +102,20 @@ def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, c
     assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
     assert main(["prune", "--target", str(target_file), "--n", "3", "--k", "2", "--out", str(tmp_path / "x.pt")]) == 2
     assert "--k" in capsys.readouterr().err
+
+
+def test_prune_rfss_flags_are_checked_before_any_work(tmp_path, target_file, capsys):
+    out = str(tmp_path / "x.pt")
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--k", "5",
+                 "--out", out, "--quiet"]) == 2
+    assert "--k: the subset size must satisfy 1 <= k <= n = 4, got 5" in capsys.readouterr().err
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--k", "0",
+                 "--out", out]) == 2
+    assert "--k" in capsys.readouterr().err
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--conv", "structured",
+                 "--out", out]) == 2
+    assert "not implemented" in capsys.readouterr().err
+    assert main(["prune", "--construction", "iclr", "--target", str(target_file), "--n", "4", "--n-conv", "3",
+                 "--out", out]) == 2
+    assert "--n-conv: only the rfss construction takes it" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

@@ -68,15 +68,27 @@ def construct(target, n: int, construction: str = "iclr", solver: str = "auto", 
                                 progress=progress)
 
 
+def target_network(model, features, construction: str):
+    """What ``construction`` prunes of a LeNet5: its conv part ``features``, or the whole network
+    ``nn.Sequential(*features, *classifier)`` for constructions with ``WHOLE_NETWORK``."""
+    from torch import nn
+
+    if get_construction(construction).WHOLE_NETWORK:
+        return nn.Sequential(*model.features, *model.classifier)
+    return features
+
+
 def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto", out=None, seed: int = 0,
           dist: str = "uniform", scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True,
           **options):
     """Python equivalent of ``slth prune``: load a named target (or a LeNet5 state_dict file), prune the
-    random network of ``construction`` for its conv part, save it to ``out``. Returns (network, info)."""
+    random network of ``construction`` for its conv part (or the whole LeNet5, for constructions with
+    ``WHOLE_NETWORK``), save it to ``out``. Returns (network, info)."""
     from ..paths import store_dir
     from ..targets import load_target
 
     model, features = load_target(target, progress=progress)
+    features = target_network(model, features, construction)
     store = store if store is not None else store_dir() / "construction.sqlite"
     t0 = time.perf_counter()
     c, info = construct(features.double(), n, construction, solver=solver, seed=seed, dist=dist, scale=scale,
@@ -85,6 +97,8 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
     g = c.network
     counts = g.parameter_counts()
     info.update(counts, target=sum(p.numel() for p in features.parameters()))
+    if hasattr(c, "densities"):
+        info["densities"] = c.densities()
     if out is not None:
         g.save(out, extra={"target": target, "n": n, "construction": construction, "solver": solver, "seed": seed,
                            "dist": dist, "scale": str(scale), "lambdas": list(c.lambdas), "options": options, "counts": counts,
@@ -93,4 +107,4 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
 
 
 __all__ = ["prune", "load_pruned", "Construction", "ConstructionError", "LayerOptions", "Subproblem", "REGISTRY", "construct",
-           "construction_names", "get_construction", "parse_scale", "scaled_target"]
+           "construction_names", "get_construction", "target_network", "parse_scale", "scaled_target"]

@@ -88,6 +88,7 @@ class RfssConstruction(Construction):
     LAYERS = LayerOptions({**IclrConstruction.LAYERS.allowed,
                            nn.Flatten: {"start_dim": (1,), "end_dim": (-1,)},
                            nn.Linear: {}})
+    WHOLE_NETWORK = True
     RANDOM_TAG = 2410  # rng = default_rng([seed, dense block, RANDOM_TAG])
 
     def __init__(self, target: nn.Sequential, n: int, seed: int = 0, dist: str = "uniform", scale="none",

@@ -4,23 +4,31 @@ pruned random network: an optional ICLR random CNN (:mod:`models.random_cnn`) fo
 
 One target dense layer W (m_out x m_in, bias b) becomes the block::
 
-    fan-out: m_in -> m_in*n + n   hidden neuron (i, t) = relu(u[i, t] * x_i), t < n   (input i's positive half)
-                                  bias neuron t        = relu(beta[t])                  (the constant input 1)
-    V:       Linear(m_in*n + n, m_out, bias=False)     random, masked
+    fan-out: m_in -> m_in*n (+ m_in*n) + n
+                 hidden (i, t)        = relu(u[i, t] * x_i),  t < n    (input i's positive half: u relu(x_i))
+                 [signed inputs only] = relu(-w[i, t] * x_i)            (its negative half: w relu(-x_i))
+                 bias neuron t        = relu(beta[t])                   (the constant input 1)
+    V:       Linear(hidden, m_out, bias=False)   random, masked
 
 Each hidden neuron sees one input only (Pensia et al.: the first layer is pruned to this block structure
 a priori; it is stored here as that structure, ``u`` of shape m_in x n, so a 784-input layer does not
 allocate a dense 784 x 18840 matrix of zeros). ``u`` and ``beta`` are non-negative: a random sample's
 magnitude (|Unif[-1, 1]| = Unif[0, 1], or |N(0, 1)|), the distribution of a Uniform[-1, 1] sample given
 its sign; in Pensia et al. the sign of a first-layer weight decides whether its neuron serves the
-positive part relu(x) or the negative part relu(-x) of the input (x = relu(x) - relu(-x)); with inputs
-known to be non-negative only the positive half is needed, and fixing the sign by construction gives
-every input exactly n usable neurons, which the fixed-size subsets (exactly k of n) need. The negative
-half (signed inputs) is not built: a construction refuses dense layers whose input may be negative.
+positive part relu(x) or the negative part relu(-x) of the input (x = relu(x) - relu(-x)); fixing the sign
+by construction gives every input exactly n usable neurons per half, which the fixed-size subsets (exactly
+k of n) need. With inputs known to be non-negative only the positive half is built (``signed=False``);
+otherwise both halves (``signed=True``: n more neurons per input, weights ``w = weight_neg >= 0``).
 
 What a block computes. For x >= 0, relu(u x) = u x and relu(beta) = beta, so with V~ = V o mask
 
-    block(x)_j = sum_i L[j, i] x_i + c[j],  L[j, i] = sum_t V~[j, i n + t] u[i, t],  c[j] = sum_t V~[j, m_in n + t] beta[t]
+    block(x)_j = sum_i L[j, i] x_i + c[j],  L[j, i] = sum_t V~[j, i n + t] u[i, t],  c[j] = sum_t V~[j, H + t] beta[t]
+
+(H = m_in n, the bias neurons' offset). Signed block, for every real x (x+ = relu(x), x- = relu(-x)):
+
+    block(x)_j = sum_i (L+[j, i] x+_i + L-[j, i] x-_i) + c[j],  L-[j, i] = sum_t V~[j, m_in n + i n + t] w[i, t]
+
+(H = 2 m_in n); approximating W x = W x+ - W x- means L+ ~ W and L- ~ -W.
 
 (the effective weights: the subset sums of the RFSS / RSS instances). Masks: only on V (``torch.nn.utils.prune``
 through :mod:`models.masks`); ``u`` and ``beta`` are never pruned entry by entry, a hidden neuron no output
@@ -46,20 +54,28 @@ MAX_N = 1 << 16
 
 
 class FanOut(nn.Module):
-    """m_in -> m_in*n (+ n): hidden (i, t) = u[i, t] * x_i (index i*n + t), then the n bias neurons beta[t]."""
+    """m_in -> hidden (pre-activations): (i, t) = u[i, t] * x_i (index i*n + t); if signed, then (i, t) =
+    -w[i, t] * x_i (index m_in*n + i*n + t); then the n bias neurons beta[t]."""
 
-    def __init__(self, m_in: int, n: int, bias: bool):
+    def __init__(self, m_in: int, n: int, bias: bool, signed: bool = False):
         super().__init__()
-        self.m_in, self.n = m_in, n
+        self.m_in, self.n, self.signed = m_in, n, signed
         self.weight = nn.Parameter(torch.zeros(m_in, n))
+        self.weight_neg = nn.Parameter(torch.zeros(m_in, n)) if signed else None
         self.bias = nn.Parameter(torch.zeros(n)) if bias else None
 
     @property
+    def bias_offset(self) -> int:
+        return self.m_in * self.n * (2 if self.signed else 1)
+
+    @property
     def hidden(self) -> int:
-        return self.m_in * self.n + (self.n if self.bias is not None else 0)
+        return self.bias_offset + (self.n if self.bias is not None else 0)
 
     def forward(self, x):
         h = (x.unsqueeze(2) * self.weight.to(x.dtype)).flatten(1)
+        if self.signed:
+            h = torch.cat([h, (x.unsqueeze(2) * -self.weight_neg.to(x.dtype)).flatten(1)], dim=1)
         if self.bias is not None:
             h = torch.cat([h, self.bias.to(x.dtype).expand(x.shape[0], self.n)], dim=1)
         return h
@@ -68,10 +84,10 @@ class FanOut(nn.Module):
 class DenseBlock(nn.Module):
     """FanOut -> ReLU -> V (Linear, no bias, masked)."""
 
-    def __init__(self, m_in: int, m_out: int, n: int, bias: bool):
+    def __init__(self, m_in: int, m_out: int, n: int, bias: bool, signed: bool = False):
         super().__init__()
-        self.m_in, self.m_out, self.n, self.has_bias = m_in, m_out, n, bias
-        self.U = FanOut(m_in, n, bias)
+        self.m_in, self.m_out, self.n, self.has_bias, self.signed = m_in, m_out, n, bias, signed
+        self.U = FanOut(m_in, n, bias, signed)
         self.act = nn.ReLU()
         self.V = nn.Linear(self.U.hidden, m_out, bias=False)
 
@@ -82,12 +98,16 @@ class DenseBlock(nn.Module):
         return self.V.weight_orig * self.V.weight_mask
 
     @torch.no_grad()
-    def products(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(L, c) in float64: what the block computes on x >= 0 (module docstring)."""
+    def products(self):
+        """(L, c) in float64: what the block computes on x >= 0; signed blocks: ((L+, L-), c), what it computes
+        on every x as L+ x+ + L- x- + c (module docstring)."""
         Vm = self.masked_V().double()
-        n, m_in = self.n, self.m_in
+        n, m_in, off = self.n, self.m_in, self.U.bias_offset
         L = (Vm[:, :m_in * n].reshape(self.m_out, m_in, n) * self.U.weight.double().clamp_min(0)).sum(-1)
-        c = Vm[:, m_in * n:] @ self.U.bias.double().clamp_min(0) if self.U.bias is not None else None
+        c = Vm[:, off:] @ self.U.bias.double().clamp_min(0) if self.U.bias is not None else None
+        if self.signed:
+            Ln = (Vm[:, m_in * n:off].reshape(self.m_out, m_in, n) * self.U.weight_neg.double().clamp_min(0)).sum(-1)
+            return (L, Ln), c
         return L, c
 
     def live(self) -> torch.Tensor:
@@ -98,6 +118,21 @@ class DenseBlock(nn.Module):
         """Share of ones in V's mask (k/n with fixed-size subsets)."""
         m = self.V.weight_mask
         return float(m.sum()) / max(1, m.numel())
+
+
+class SignSplitLinear(nn.Module):
+    """x -> relu(x) L+^T + relu(-x) L-^T + c: what a signed block computes (no random weights, no masks); with
+    L+ = W and L- = -W it is the plain Linear (W, c). An independent computation of a signed block."""
+
+    def __init__(self, weight_pos: torch.Tensor, weight_neg: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight_pos = nn.Parameter(weight_pos.detach().clone(), requires_grad=False)
+        self.weight_neg = nn.Parameter(weight_neg.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+
+    def forward(self, x):
+        y = torch.relu(x) @ self.weight_pos.to(x.dtype).T + torch.relu(-x) @ self.weight_neg.to(x.dtype).T
+        return y + self.bias.to(x.dtype) if self.bias is not None else y
 
 
 class GatherScale(nn.Module):
@@ -130,8 +165,10 @@ def dense_state_shapes(dense: dict) -> dict[str, tuple]:
     for i, layer in enumerate(dense["layers"]):
         if layer["type"] != "dense":
             continue
-        hidden = layer["m_in"] * n + (n if layer["bias"] else 0)
+        hidden = layer["m_in"] * n * (2 if layer["signed"] else 1) + (n if layer["bias"] else 0)
         shapes[f"head.{i}.U.weight"] = (layer["m_in"], n)
+        if layer["signed"]:
+            shapes[f"head.{i}.U.weight_neg"] = (layer["m_in"], n)
         if layer["bias"]:
             shapes[f"head.{i}.U.bias"] = (n,)
         shapes[f"head.{i}.V.weight_orig"] = shapes[f"head.{i}.V.weight_mask"] = (layer["m_out"], hidden)
@@ -142,7 +179,7 @@ def dense_state_shapes(dense: dict) -> dict[str, tuple]:
 def dense_parameter_count(dense: dict) -> int:
     """Random parameters of the head: u, beta and all of V."""
     return sum(math.prod(s) for k, s in dense_state_shapes(dense).items()
-               if k.endswith(("U.weight", "U.bias", "V.weight_orig")))
+               if k.endswith(("U.weight", "U.weight_neg", "U.bias", "V.weight_orig")))
 
 
 def _int(v, field: str, lo: int, hi: int) -> int:
@@ -179,12 +216,13 @@ def check_dense_spec(dense) -> list[int]:
             if set(layer) != {"type"}:
                 raise ConstructionError(f"{where}: a {layer['type']} layer has only the key 'type'")
             continue
-        if set(layer) != {"type", "m_in", "m_out", "bias"}:
-            raise ConstructionError(f"{where}: a dense layer has the keys ['bias', 'm_in', 'm_out', 'type']")
+        if set(layer) != {"type", "m_in", "m_out", "bias", "signed"}:
+            raise ConstructionError(f"{where}: a dense layer has the keys ['bias', 'm_in', 'm_out', 'signed', 'type']")
         m_in = _int(layer["m_in"], f"{where}.m_in", 1, MAX_UNITS)
         _int(layer["m_out"], f"{where}.m_out", 1, MAX_UNITS)
-        if not isinstance(layer["bias"], bool):
-            raise ConstructionError(f"{where}.bias: expected true or false")
+        for key in ("bias", "signed"):
+            if not isinstance(layer[key], bool):
+                raise ConstructionError(f"{where}.{key}: expected true or false")
         if m_prev is not None and m_in != m_prev:
             raise ConstructionError(f"{where}.m_in: {m_in} inputs after a dense layer with {m_prev} outputs")
         m_prev = layer["m_out"]
@@ -215,7 +253,7 @@ class PrunedRandomNet(nn.Module):
             elif layer["type"] == "relu":
                 mods.append(nn.ReLU())
             else:
-                mods.append(DenseBlock(layer["m_in"], layer["m_out"], dense["n"], layer["bias"]))
+                mods.append(DenseBlock(layer["m_in"], layer["m_out"], dense["n"], layer["bias"], layer["signed"]))
         self.head = nn.Sequential(*mods)
         self.output_scale = OutputScale(math.prod(dense["scales"]) if dense["scales"] else 1.0)
         freeze(self)
@@ -259,11 +297,9 @@ class PrunedRandomNet(nn.Module):
         random = kept = 0
         layers = []
         for b in self.blocks():
-            r = b.U.weight.numel() + (b.U.bias.numel() if b.U.bias is not None else 0) + b.V.weight_orig.numel()
-            live = b.live()
-            lw = live[:b.m_in * b.n].reshape(b.m_in, b.n)
+            r = sum(p.numel() for p in b.U.parameters()) + b.V.weight_orig.numel()
             kv = int(b.V.weight_mask.sum())
-            kk = kv + int(lw.sum()) + (int(live[b.m_in * b.n:].sum()) if b.U.bias is not None else 0)
+            kk = kv + int(b.live().sum())  # one fan-out weight (u, w or beta) per live hidden neuron
             random += r
             kept += kk
             layers.append({"random": int(r), "kept": int(kk), "V_density": b.density(),
@@ -283,14 +319,17 @@ class PrunedRandomNet(nn.Module):
                 mods.append(nn.ReLU())
             else:
                 live = m.live().nonzero().flatten()
-                nw = m.m_in * m.n
-                idx = torch.where(live < nw, live // m.n, torch.zeros_like(live))
+                nw, off = m.m_in * m.n, m.U.bias_offset
+                isw = live < off
+                idx = torch.where(isw, (live % nw) // m.n, torch.zeros_like(live))
                 w = torch.zeros(live.numel(), dtype=dt)
                 bias = torch.zeros(live.numel(), dtype=dt)
-                isw = live < nw
-                w[isw] = m.U.weight.detach().flatten()[live[isw]].to(dt)
+                weights = m.U.weight.detach().flatten()
+                if m.U.weight_neg is not None:
+                    weights = torch.cat([weights, -m.U.weight_neg.detach().flatten()])
+                w[isw] = weights[live[isw]].to(dt)
                 if m.U.bias is not None:
-                    bias[~isw] = m.U.bias.detach()[live[~isw] - nw].to(dt)
+                    bias[~isw] = m.U.bias.detach()[live[~isw] - off].to(dt)
                 V = nn.Linear(max(live.numel(), 1), m.m_out, bias=False, dtype=dt)
                 with torch.no_grad():
                     V.weight.zero_()
@@ -400,7 +439,7 @@ def _check_blob(blob: dict):
                 raise ConstructionError(_first_line(exc)) from None
         elif not t.is_floating_point() or not bool(torch.isfinite(t).all()):
             raise ConstructionError(f"{where}: expected finite floats")
-        elif key.endswith(("U.weight", "U.bias")) and key.startswith("head.") and bool((t < 0).any()):
+        elif key.endswith(("U.weight", "U.weight_neg", "U.bias")) and key.startswith("head.") and bool((t < 0).any()):
             raise ConstructionError(f"{where}: the fan-out weights are non-negative by construction")
     for prefix, scales in (("conv.", conv["scales"] if conv else None), ("", dense["scales"])):
         if scales is None:

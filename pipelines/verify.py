@@ -97,7 +97,10 @@ def certified(layers, effective, input_bound: float = 1.0) -> dict:
         ||K*x + b - (L*x~ + c)|| <= max_l ||K_l||_1 e + max_l (||K_l - L_l||_1 Bt + |b_l - c_l|)
     (Proposition 1 per output channel), then B' = max_l(||K_l||_1 B + |b_l|),
     Bt' = min(max_l(||L_l||_1 Bt + |c_l|), B' + e'). ReLU / max-pool: 1-Lipschitz, e, B, Bt unchanged.
-    Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|."""
+    Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|. An ``effective``
+    entry ``((L+, L-), c)`` is a sign-split layer (x -> L+ relu(x) + L- relu(-x) + c, e.g. a dense block with
+    both halves): ||K_l - L_l||_1 becomes sum_i max(|K - L+|, |K + L-|)_{l,i} and ||L_l||_1 sum_i max(|L+|, |L-|)_{l,i}
+    (reported max_entry_error: that of L+)."""
     eff = iter(effective)
     e, B, Bt = 0.0, float(input_bound), float(input_bound)
     per_layer = []
@@ -107,9 +110,16 @@ def certified(layers, effective, input_bound: float = 1.0) -> dict:
         K = m.weight.detach().double()
         b = m.bias.detach().double() if m.bias is not None else torch.zeros(K.shape[0], dtype=torch.float64)
         L, c = next(eff)
-        L = L.double()
         c = c.double() if c is not None else torch.zeros_like(b)
-        nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
+        if isinstance(L, tuple):  # a sign-split layer x -> L+ x+ + L- x- + c (x+, x- disjoint per coordinate):
+            Lp, Ln = L[0].double(), L[1].double()  # |K x - L+ x+ - L- x-| <= sum_i max(|K - L+|, |K + L-|)_i |x_i|
+            L = Lp
+            nK = _channel_l1(K)
+            nD = torch.maximum((K - Lp).abs(), (K + Ln).abs()).flatten(1).sum(1)
+            nL = torch.maximum(Lp.abs(), Ln.abs()).flatten(1).sum(1)
+        else:
+            L = L.double()
+            nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
         db = (b - c).abs()
         e_new = float(nK.max()) * e + float((nD * Bt + db).max())
         B_new = float((nK * B + b.abs()).max())

@@ -129,7 +129,6 @@ def test_integral_float_k_is_accepted():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), "negative inputs"),
     (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Conv2d(1, 1, 1)), "after the dense head"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(8, 2)), "Flatten"),
     (nn.Sequential(nn.Flatten(start_dim=0), nn.Linear(4, 2)), "start_dim"),
@@ -203,3 +202,55 @@ def test_registered():
     assert REGISTRY["rfss"] is RfssConstruction
     assert RfssConstruction.check_target(nn.Sequential(nn.Conv2d(1, 1, 1)))[1] == []
     assert isinstance(IclrConstruction.LAYERS.allowed, dict)
+
+
+def signed_target(seed=0):
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()  # layer 1: signed inputs
+    with torch.no_grad():
+        for p in t.parameters():
+            p.mul_(0.3 / p.abs().max())
+    return t
+
+
+@pytest.mark.parametrize("k", [None, 5])
+def test_signed_inputs_get_both_halves_exactly(k):
+    t = signed_target()
+    n = 12
+    c, info = construct(t, n, "rfss", solver="exact", seed=1, k=k, scale="auto")  # every entry within reach
+    assert info["residuals"].max() < 0.05
+    flags = [b.signed for b in c.network.blocks()]
+    assert flags == [False, True, False]
+    b = c.network.blocks()[1]
+    assert b.U.weight_neg is not None and bool((b.U.weight_neg >= 0).all()) and b.U.hidden == 2 * 4 * n + n
+    subs = c.subproblems()
+    neg = [sp for sp in subs if sp.kind == "weight-"]
+    assert len(neg) == 4 * 3 and len(subs) == sum(p.numel() for p in t.parameters()) + len(neg)
+    sp = neg[5]  # entry (1, 1): target -W, candidates of the negative half
+    j, i = sp.entry
+    assert sp.target == -t[1].weight[j, i].item() / c.dense_lambdas[1]
+    V, w = b.V.weight_orig.detach().numpy(), b.U.weight_neg.detach().numpy()
+    np.testing.assert_array_equal(sp.instance.candidates.reshape(-1), V[j, (4 + i) * n:(5 + i) * n] * w[i])
+    if k is not None:
+        groups = b.V.weight_mask[:, :2 * 4 * n].reshape(3, 8, n).sum(-1)
+        assert torch.all(groups == k) and b.density() == k / n
+    X = vectors(16, 5)
+    with torch.no_grad():
+        g = c.network(X)
+        torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c.network.compact()(X), g, rtol=1e-12, atol=1e-12)
+        if k is None:  # (with k, auto-scaling amplifies the scaled residuals by Lambda: looser)
+            assert (g - t(X)).abs().max() < 0.1
+    r = verify(t, c.network, X, restarts=4, steps=30, certificate=c.certify())
+    assert r["summary"]["ordered"] and r["adversarial"]["abs"] <= r["certified"]["abs"]
+
+
+def test_signed_certificate_holds_with_large_errors(tmp_path):
+    for seed in range(3):
+        t = signed_target(seed)
+        c, _ = construct(t, 3, "rfss", solver="exact", seed=seed, k=1)  # tiny n: large errors
+        r = verify(t, c.network, vectors(16, 5, seed), restarts=4, steps=40, seed=seed, certificate=c.certify())
+        assert 0 < r["adversarial"]["abs"] <= r["certified"]["abs"], r["summary"]
+    c.network.save(tmp_path / "s.pt")
+    h = load_pruned(tmp_path / "s.pt")
+    assert RfssConstruction.attach(t, h).certify()["abs"] == c.certify()["abs"]

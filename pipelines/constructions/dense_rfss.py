@@ -10,14 +10,17 @@ Dense layers. Every target ``nn.Linear`` W (m_out x m_in, bias b) becomes the ra
 u >= 0: the positive half, the input being non-negative), n bias neurons relu(beta[t]) (the bias as one
 more input fixed to 1, as in Pensia et al.), then a random V (m_out x hidden). Each target weight W[j, i]
 is approximated by the subset sum of its n products V[j, i n + t] u[i, t] (t < n), each bias b[j] by
-the subset sum of V[j, m_in n + t] beta[t]: one instance per target entry, the choice is the mask of V.
+the subset sum of V[j, H + t] beta[t]: one instance per target entry, the choice is the mask of V.
 With ``k`` (an integer 1 <= k <= n) every instance carries the cardinality row sum_t a_t = k (RFSS), so
 the mask of V has exactly k ones in each group of n: its density is exactly k/n in every block (the
 paper's uniform density; kept parameters of a block: k (m_in + 1) m_out entries of V plus the fan-out
 entries of live neurons). ``k=None`` gives plain RSS (free subset size). The pruned block computes, for
-x >= 0, x -> L x + c with L[j, i], c[j] the subset sums (the *effective* weights). Dense layers must see
-non-negative inputs (the first layer on the input domain [0, 1], or after a ReLU); the negative half of
-the block (signed inputs) is not built and such a target is refused.
+x >= 0, x -> L x + c with L[j, i], c[j] the subset sums (the *effective* weights). A dense layer whose
+input may be negative (no ReLU before it; the first layer's domain is [0, 1]) gets both halves of the
+block (x = relu(x) - relu(-x)): n more neurons per input computing w[i, t] relu(-x_i), and a second
+instance per weight, the subset of V[j, m_in n + i n + t] w[i, t] approximating -W[j, i]; the block then
+computes x -> L+ relu(x) + L- relu(-x) + c (:class:`models.random_dense.SignSplitLinear`), exactly k of
+n kept in each of the two groups.
 
 Convolutional part. A target may start with the convolutional layers of a CNN (Conv2d / ReLU /
 MaxPool2d), then ``nn.Flatten`` and the dense head (the whole LeNet5: ``nn.Sequential(*model.features,
@@ -41,7 +44,7 @@ import torch
 from torch import nn
 
 from models.random_cnn import ConstructionError
-from models.random_dense import PrunedRandomNet
+from models.random_dense import PrunedRandomNet, SignSplitLinear
 from models.random_tensors import random_tensor
 
 from ..verify import certified
@@ -75,8 +78,22 @@ def _dense_layers_spec(head: list[nn.Module]) -> list[dict]:
         elif isinstance(m, nn.ReLU):
             out.append({"type": "relu"})
         else:
-            out.append({"type": "dense", "m_in": m.in_features, "m_out": m.out_features, "bias": m.bias is not None})
+            out.append({"type": "dense", "m_in": m.in_features, "m_out": m.out_features, "bias": m.bias is not None,
+                        "signed": False})
     return out
+
+
+def _signed_flags(layers: list[nn.Module]) -> list[bool]:
+    """Per Linear of ``layers`` (a whole validated target): whether its input may be negative."""
+    flags, nonneg = [], True
+    for m in layers:
+        if isinstance(m, nn.Linear):
+            flags.append(not nonneg)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nonneg = False
+        elif isinstance(m, nn.ReLU):
+            nonneg = True
+    return flags
 
 
 class RfssConstruction(Construction):
@@ -113,7 +130,7 @@ class RfssConstruction(Construction):
         if self.iclr is not None:
             conv_spec = {"spec": _layers_spec(self.conv_layers), "n": self.n_conv,
                          "scales": list(self.iclr.lambdas), "construction": "iclr"}
-        dense = {"layers": _dense_layers_spec(self.head_layers), "n": self.n, "k": self.k,
+        dense = {"layers": self._head_spec(self.conv_layers, self.head_layers), "n": self.n, "k": self.k,
                  "scales": [1.0] * len(self.linears())}
         network = PrunedRandomNet(conv_spec, dense, construction=self.name).double()
         if self.iclr is not None:
@@ -126,6 +143,8 @@ class RfssConstruction(Construction):
                 if b.U.bias is not None:
                     b.U.bias.copy_(torch.from_numpy(np.abs(random_tensor(b.U.bias.shape, rng, dist))))
                 b.V.weight_orig.copy_(torch.from_numpy(random_tensor(b.V.weight_orig.shape, rng, dist)))
+                if b.U.weight_neg is not None:  # drawn last: the positive-only blocks keep their values
+                    b.U.weight_neg.copy_(torch.from_numpy(np.abs(random_tensor(b.U.weight_neg.shape, rng, dist))))
         self.network = network
         self.dense_lambdas, self.dense_scaling = self._choose_lambdas()
         network.dense_spec["scales"] = list(self.dense_lambdas)
@@ -136,8 +155,7 @@ class RfssConstruction(Construction):
     @classmethod
     def check_target(cls, target: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
         """(conv part, head) of a validated target: ``nn.Sequential`` of Conv2d / ReLU / MaxPool2d layers (checked
-        by the ICLR construction), then optionally Flatten and Linear / ReLU layers; every Linear sees
-        non-negative inputs (the input domain [0, 1] or a ReLU before it) and has finite weights."""
+        by the ICLR construction), then optionally Flatten and Linear / ReLU layers with finite weights."""
         if not isinstance(target, nn.Sequential):
             raise ConstructionError(f"target: expected an nn.Sequential of Conv2d/ReLU/MaxPool2d/Flatten/Linear, got "
                                     f"{type(target).__name__}")
@@ -146,7 +164,6 @@ class RfssConstruction(Construction):
             raise ConstructionError("target: the nn.Sequential is empty")
         split = next((i for i, m in enumerate(layers) if isinstance(m, (nn.Flatten, nn.Linear))), len(layers))
         conv, head = layers[:split], layers[split:]
-        nonneg = True
         for i, m in enumerate(layers):
             cls.LAYERS.check(i, m, cls.name)
             if i >= split and not isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)):
@@ -155,22 +172,22 @@ class RfssConstruction(Construction):
             if isinstance(m, nn.Flatten) and i != split:
                 raise ConstructionError(f"target[{i}]: Flatten is supported only where the dense head starts")
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                if isinstance(m, nn.Linear) and not nonneg:
-                    raise ConstructionError(
-                        f"target[{i}]: this Linear receives possibly negative inputs (no ReLU before it); the "
-                        f"{cls.name} construction builds only the positive half of each random block. Put a ReLU "
-                        f"before it")
                 for name, p in (("weight", m.weight), ("bias", m.bias)):
                     if p is not None and not torch.isfinite(p).all():
                         raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
-                nonneg = False
-            elif isinstance(m, nn.ReLU):
-                nonneg = True
         if conv and head and not isinstance(head[0], nn.Flatten):
             raise ConstructionError(f"target[{split}]: put an nn.Flatten between the convolutions and the first Linear")
         if conv:
             IclrConstruction.check_target(nn.Sequential(*conv))
         return conv, head
+
+    @staticmethod
+    def _head_spec(conv: list[nn.Module], head: list[nn.Module]) -> list[dict]:
+        spec, flags = _dense_layers_spec(head), iter(_signed_flags(conv + head))
+        for layer in spec:
+            if layer["type"] == "dense":
+                layer["signed"] = next(flags)
+        return spec
 
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.head_layers if isinstance(m, nn.Linear)]
@@ -188,17 +205,22 @@ class RfssConstruction(Construction):
 
     # ------------------------------------------------------------------ candidates and scaling
     def _candidates(self, di: int):
-        """Dense block ``di``: (W, b, cand_w (m_out x m_in x n), cand_b (m_out x n) or None), float64 numpy."""
+        """Dense block ``di``: (W, b, cand_w (m_out x m_in x n), cand_b (m_out x n) or None, cand_neg (m_out x m_in
+        x n, the negative half's products, or None)), float64 numpy."""
         b, lin = self.network.blocks()[di], self.linears()[di]
-        n, m_in = self.n, lin.in_features
+        n, m_in, off = self.n, lin.in_features, b.U.bias_offset
         V = b.V.weight_orig.detach().double().cpu().numpy()
         u = b.U.weight.detach().double().cpu().numpy()
         W = lin.weight.detach().double().cpu().numpy()
         cw = V[:, :m_in * n].reshape(lin.out_features, m_in, n) * u[None]
+        cn = None
+        if b.U.weight_neg is not None:
+            w = b.U.weight_neg.detach().double().cpu().numpy()
+            cn = V[:, m_in * n:off].reshape(lin.out_features, m_in, n) * w[None]
         if lin.bias is None:
-            return W, None, cw, None
+            return W, None, cw, None, cn
         beta = b.U.bias.detach().double().cpu().numpy()
-        return W, lin.bias.detach().double().cpu().numpy(), cw, V[:, m_in * n:] * beta[None]
+        return W, lin.bias.detach().double().cpu().numpy(), cw, V[:, off:] * beta[None], cn
 
     def _reach(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per group (last axis): the lowest and highest subset sum (k-subsets with k, any subset without)."""
@@ -215,9 +237,9 @@ class RfssConstruction(Construction):
             return [self.scale] * count, {"mode": "fixed", "value": self.scale}
         lambdas, unreachable, cum = [], [], 1.0
         for di in range(count):
-            W, bias, cw, cb = self._candidates(di)
+            W, bias, cw, cb, cn = self._candidates(di)
             need, skipped = 1.0, 0
-            for w, cand, div in ((W, cw, 1.0), (bias, cb, cum)):
+            for w, cand, div in ((W, cw, 1.0), (bias, cb, cum), (None if cn is None else -W, cn, 1.0)):
                 if w is None:
                     continue
                 lo, hi = self._reach(cand)
@@ -235,21 +257,30 @@ class RfssConstruction(Construction):
     # ------------------------------------------------------------------ subproblems and masks
     def subproblems(self) -> list[Subproblem]:
         """The conv part's (ICLR) subproblems, then per dense block one instance per target weight (row-major,
-        entry (j, i)) then per bias (entry (j,)); RFSS with cardinality k, RSS without."""
+        entry (j, i)), for a signed block one more per weight (kind ``weight-``: the negative half, target
+        -W[j, i]), then one per bias (entry (j,)); RFSS with cardinality k, RSS without."""
         import milp
 
         out = list(self.iclr.subproblems()) if self.iclr is not None else []
         nc, n = self.conv_blocks(), self.n
         for di, (lam, cum) in enumerate(zip(self.dense_lambdas, cumulative(self.dense_lambdas))):
-            W, bias, cw, cb = self._candidates(di)
+            W, bias, cw, cb, cn = self._candidates(di)
             m_out, m_in = W.shape
             for j in range(m_out):
                 for i in range(m_in):
                     z = float(W[j, i]) / lam
                     out.append(Subproblem(instance=milp.Instance(cw[j, i], z, cardinality=self.k), layer=nc + di,
                                           kind="weight", entry=(j, i), units=np.arange(i * n, (i + 1) * n), target=z))
+            if cn is not None:
+                for j in range(m_out):
+                    for i in range(m_in):
+                        z = -float(W[j, i]) / lam
+                        units = np.arange((m_in + i) * n, (m_in + i + 1) * n)
+                        out.append(Subproblem(instance=milp.Instance(cn[j, i], z, cardinality=self.k), layer=nc + di,
+                                              kind="weight-", entry=(j, i), units=units, target=z))
             if bias is not None:
-                units = np.arange(m_in * n, (m_in + 1) * n)
+                off = self.network.blocks()[di].U.bias_offset
+                units = np.arange(off, off + n)
                 for j in range(m_out):
                     z = float(bias[j]) / cum
                     out.append(Subproblem(instance=milp.Instance(cb[j], z, cardinality=self.k), layer=nc + di,
@@ -281,7 +312,8 @@ class RfssConstruction(Construction):
         target's units: the conv part's ICLR effective kernels, and (lambda_d L_d, Lambda_d c_d) per dense block."""
         out = list(self.iclr.effective_weights()) if self.iclr is not None else []
         for (L, c), lam, cum in zip(self.network.block_products(), self.dense_lambdas, cumulative(self.dense_lambdas)):
-            out.append((L * lam, None if c is None else c * cum))
+            L = (L[0] * lam, L[1] * lam) if isinstance(L, tuple) else L * lam  # signed: (L+, L-)
+            out.append((L, None if c is None else c * cum))
         return out
 
     def effective(self) -> nn.Sequential:
@@ -290,9 +322,12 @@ class RfssConstruction(Construction):
         net = copy.deepcopy(self.target).double()
         eff = iter(self.effective_weights())
         with torch.no_grad():
-            for m in net:
+            for pos, m in enumerate(net):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     L, c = next(eff)
+                    if isinstance(L, tuple):  # a signed block: x -> L+ relu(x) + L- relu(-x) + c
+                        net[pos] = SignSplitLinear(L[0], L[1], c)
+                        continue
                     m.weight.copy_(L)
                     if m.bias is not None:
                         m.bias.copy_(c)
@@ -331,7 +366,7 @@ class RfssConstruction(Construction):
         want_conv = _layers_spec(conv) if conv else None
         have_conv = network.conv_spec["spec"] if network.conv_spec else None
         if (json.loads(json.dumps(want_conv)) != json.loads(json.dumps(have_conv))
-                or _dense_layers_spec(head) != network.dense_spec["layers"]):
+                or cls._head_spec(conv, head) != network.dense_spec["layers"]):
             raise ConstructionError("pruned network: its layers do not match the target's (another architecture "
                                     "or other layer options); pass the target it was pruned for")
         self = cls.__new__(cls)

@@ -48,20 +48,38 @@ from .random_cnn import BlockSpec, ConstructionError, OutputScale, check_layers_
 FORMAT = "slth-structured-random-cnn/1"
 #: what a block is built to be exact on: every real input, or non-negative inputs only
 BLOCK_DOMAINS = ("signed", "nonnegative")
-_FILE_KEYS = {"format", "n", "spec", "domain", "domains", "construction", "scales", "extra", "state_dict"}
+_FILE_KEYS = {"format", "n", "spec", "domain", "domains", "construction", "scales", "extra", "state_dict", "blocks"}
+#: how hidden channels are grouped: per input channel (Theorem 3) or per (input, output) channel pair
+BLOCKINGS = ("channel", "pair")
+
+
+def hidden_channels(c0: int, c1: int, n: int, blocks: str = "channel") -> int:
+    """Hidden channels of one block: 2 c0 n (``channel``, Theorem 3) or 2 c0 c1 n (``pair``)."""
+    return 2 * c0 * n * (c1 if blocks == "pair" else 1)
 
 
 class StructuredBlock(nn.Module):
-    """V (1 x 1, c0 -> 2*c0*n, no bias) -> ReLU -> U (d x d, 2*c0*n -> c1, stride/padding of K, bias if K has one)."""
+    """V (1 x 1, c0 -> H, no bias) -> ReLU -> U (d x d, H -> c1, stride/padding of K, bias if K has one), with
+    H = 2*c0*n (``blocks="channel"``, Theorem 3) or H = 2*c0*c1*n (``blocks="pair"``, beyond the paper).
 
-    def __init__(self, spec: BlockSpec, n: int, domain: str):
+    Hidden channels come in 2n-blocks g = j*c0 + t (first n: positive half-block, next n: negative), where
+    t is the input channel and j = 0 (``channel``) or the one output channel the block may feed
+    (``pair``). In ``pair`` mode U is a grouped convolution (``groups=c1``): output j reads only the
+    hidden channels of its own pairs [j*2*c0*n, (j+1)*2*c0*n), so its weight is c1 x 2*c0*n x d x d and
+    every random entry it holds is usable; each MRSS then has dimension d*d instead of c1*d*d."""
+
+    def __init__(self, spec: BlockSpec, n: int, domain: str, blocks: str = "channel"):
         super().__init__()
         if domain not in BLOCK_DOMAINS:
             raise ConstructionError(f"domain: expected one of {', '.join(BLOCK_DOMAINS)}, got {domain!r}")
-        self.n, self.c0, self.domain = n, spec.c0, domain
-        self.V = nn.Conv2d(spec.c0, 2 * spec.c0 * n, 1, bias=False)
+        if blocks not in BLOCKINGS:
+            raise ConstructionError(f"blocks: expected one of {', '.join(BLOCKINGS)}, got {blocks!r}")
+        self.n, self.c0, self.c1, self.domain, self.blocking = n, spec.c0, spec.c1, domain, blocks
+        self.group = spec.c1 if blocks == "pair" else 1  # 2n-blocks per input channel
+        H = hidden_channels(spec.c0, spec.c1, n, blocks)
+        self.V = nn.Conv2d(spec.c0, H, 1, bias=False)
         self.act = nn.ReLU()
-        self.U = nn.Conv2d(2 * spec.c0 * n, spec.c1, tuple(spec.kernel), stride=tuple(spec.stride),
+        self.U = nn.Conv2d(H, spec.c1, tuple(spec.kernel), stride=tuple(spec.stride), groups=self.group,
                            padding=tuple(spec.padding), bias=spec.bias)
         if self.U.bias is not None:
             with torch.no_grad():
@@ -79,42 +97,96 @@ class StructuredBlock(nn.Module):
         m = getattr(self, module)
         return m.weight_orig * m.weight_mask
 
-    def half_blocks(self, t: int) -> tuple[range, range]:
-        """Hidden channels of input channel t (0-based): (positive half-block, negative half-block),
-        Eq. 22: k in [2tn, 2tn + n) and [2tn + n, 2(t+1)n)."""
-        n = self.n
-        return range(2 * t * n, 2 * t * n + n), range(2 * t * n + n, 2 * (t + 1) * n)
+    def half_blocks(self, t: int, j: int = 0) -> tuple[range, range]:
+        """Hidden channels of input channel t (0-based; with ``blocks="pair"`` of the pair (t, output j)):
+        (positive half-block, negative half-block), Eq. 22: k in [2gn, 2gn + n) and [2gn + n, 2(g+1)n)
+        with g = j c0 + t (j = 0 for ``channel``: g = t, Eq. 22 verbatim)."""
+        n, g = self.n, j * self.c0 + t
+        return range(2 * g * n, 2 * g * n + n), range(2 * g * n + n, 2 * (g + 1) * n)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(t, j) of every 2n-block: (t, 0) per input channel (``channel``), every (t, j) (``pair``)."""
+        return [(t, j) for t in range(self.c0) for j in range(self.group)]
 
     def blocked_mask(self) -> torch.Tensor:
-        """Definition 2 with 2n: S[k, t] = 1 iff hidden channel k is in t's block (PyTorch layout of V)."""
+        """Definition 2 with 2n: S[k, t] = 1 iff hidden channel k is in one of t's 2n-blocks (PyTorch layout
+        of V; ``pair``: t owns c1 blocks, contiguous after permuting the hidden channels)."""
         S = torch.zeros_like(self.V.weight_orig)
-        for t in range(self.c0):
-            S[2 * t * self.n:2 * (t + 1) * self.n, t] = 1.0
+        for t, j in self.pairs():
+            pos, neg = self.half_blocks(t, j)
+            S[pos.start:neg.stop, t] = 1.0
         return S
 
     def sign_blocked_mask(self) -> torch.Tensor:
-        """Eq. 21: the 2n-channel-blocked mask keeping, in t's block, the positive entries of V in the first
-        n channels and the negative entries in the second n (everything else zero)."""
+        """Eq. 21: the 2n-channel-blocked mask keeping, in each 2n-block of t, the positive entries of V in the
+        first n channels and the negative entries in the second n (everything else zero)."""
         V = self.V.weight_orig.detach()
         S = torch.zeros_like(V)
-        for t in range(self.c0):
-            pos, neg = self.half_blocks(t)
+        for t, j in self.pairs():
+            pos, neg = self.half_blocks(t, j)
             S[pos.start:pos.stop, t] = (V[pos.start:pos.stop, t] > 0).to(S.dtype)
             S[neg.start:neg.stop, t] = (V[neg.start:neg.stop, t] < 0).to(S.dtype)
         return S
 
+    def output_of(self) -> torch.Tensor | None:
+        """``pair``: the output channel j each hidden channel feeds (None for ``channel``)."""
+        if self.blocking != "pair":
+            return None
+        return torch.arange(self.hidden) // (2 * self.n * self.c0)
+
+    def input_channel_mask(self, alive: torch.Tensor) -> torch.Tensor:
+        """U's mask keeping exactly the input channels (hidden channels) flagged in ``alive`` (length H)."""
+        M = torch.zeros_like(self.U.weight_orig)
+        if self.blocking == "pair":
+            M[:] = alive.to(M.dtype).view(self.c1, -1)[:, :, None, None]
+        else:
+            M[:, alive] = 1.0
+        return M
+
+    def u_column(self, k: int) -> torch.Tensor:
+        """The random weights U[j, k] (d x d) through which hidden channel k reaches its output channel j
+        (``pair``), or U[:, k] (c1 x d x d, ``channel``)."""
+        if self.blocking == "pair":
+            G = self.U.weight_orig.shape[1]
+            return self.U.weight_orig[k // G, k % G]
+        return self.U.weight_orig[:, k]
+
+    def dense_masked_U(self) -> torch.Tensor:
+        """The masked U as a dense c1 x H x d x d tensor (zeros outside the groups in ``pair`` mode)."""
+        Um = self.masked("U")
+        if self.blocking != "pair":
+            return Um
+        G = Um.shape[1]
+        D = Um.new_zeros((self.c1, self.hidden, *Um.shape[2:]))
+        for j in range(self.c1):
+            D[j, j * G:(j + 1) * G] = Um[j]
+        return D
+
+    def u_column_counts(self) -> torch.Tensor:
+        """Per hidden channel, how many entries of U's mask it keeps (length H)."""
+        M = self.U.weight_mask
+        if self.blocking == "pair":
+            return M.sum((2, 3)).flatten()
+        return M.sum((0, 2, 3))
+
     def live_channels(self) -> torch.Tensor:
         """Hidden channels that carry something: a kept V entry and some kept U entry."""
-        return (self.V.weight_mask.flatten(1).sum(1) > 0) & (self.U.weight_mask.transpose(0, 1).flatten(1).sum(1) > 0)
+        return (self.V.weight_mask.flatten(1).sum(1) > 0) & (self.u_column_counts() > 0)
 
     @torch.no_grad()
     def products(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(L^+, L^-, b_U) in float64, PyTorch layout c1 x c0 x d x d (proof of Lemma 12):
         L^+[:, t] = sum_k U~[:, k] V~+[k, t], L^-[:, t] = sum_k U~[:, k] V~-[k, t]."""
-        Vm = self.masked("V")[:, :, 0, 0].double()  # 2 c0 n x c0
-        Um = self.masked("U").double()               # c1 x 2 c0 n x d x d
-        Lp = torch.einsum("lkij,kt->ltij", Um, Vm.clamp(min=0))
-        Lm = torch.einsum("lkij,kt->ltij", Um, (-Vm).clamp(min=0))
+        Vm = self.masked("V")[:, :, 0, 0].double()  # H x c0
+        Um = self.masked("U").double()               # c1 x H x d x d (``pair``: c1 x H / c1 x d x d, grouped)
+        if self.blocking == "pair":
+            G = Um.shape[1]
+            Vg = Vm.view(self.c1, G, self.c0)  # output j's hidden channels
+            Lp = torch.einsum("lkij,lkt->ltij", Um, Vg.clamp(min=0))
+            Lm = torch.einsum("lkij,lkt->ltij", Um, (-Vg).clamp(min=0))
+        else:
+            Lp = torch.einsum("lkij,kt->ltij", Um, Vm.clamp(min=0))
+            Lm = torch.einsum("lkij,kt->ltij", Um, (-Vm).clamp(min=0))
         b = self.U.bias.detach().double().clone() if self.U.bias is not None else None
         return Lp, Lm, b
 
@@ -140,25 +212,27 @@ class SignSplitConv2d(nn.Module):
         return y
 
 
-def state_shapes(spec: list[dict], n: int) -> dict[str, tuple]:
-    """The state_dict of ``StructuredRandomCNN(spec, n, ...)``: tensor name -> shape, computed without building it."""
+def state_shapes(spec: list[dict], n: int, blocks: str = "channel") -> dict[str, tuple]:
+    """The state_dict of ``StructuredRandomCNN(spec, n, ..., blocks=blocks)``: tensor name -> shape, computed
+    without building it."""
     shapes: dict[str, tuple] = {}
     for i, layer in enumerate(spec):
         if layer["type"] != "conv":
             continue
         b = layer["block"]
-        hidden = 2 * b["c0"] * n
+        hidden = hidden_channels(b["c0"], b["c1"], n, blocks)
         shapes[f"net.{i}.V.weight_orig"] = shapes[f"net.{i}.V.weight_mask"] = (hidden, b["c0"], 1, 1)
-        shapes[f"net.{i}.U.weight_orig"] = shapes[f"net.{i}.U.weight_mask"] = (b["c1"], hidden, *b["kernel"])
+        per_out = hidden // b["c1"] if blocks == "pair" else hidden  # pair: U grouped by output channel
+        shapes[f"net.{i}.U.weight_orig"] = shapes[f"net.{i}.U.weight_mask"] = (b["c1"], per_out, *b["kernel"])
         if b["bias"]:
             shapes[f"net.{i}.U.bias"] = (b["c1"],)
     shapes["output_scale.value"] = ()
     return shapes
 
 
-def random_parameter_count(spec: list[dict], n: int) -> int:
+def random_parameter_count(spec: list[dict], n: int, blocks: str = "channel") -> int:
     """Random parameters (all of V and U; not the target biases) of ``StructuredRandomCNN(spec, n, ...)``."""
-    return sum(math.prod(s) for k, s in state_shapes(spec, n).items() if k.endswith("_orig"))
+    return sum(math.prod(s) for k, s in state_shapes(spec, n, blocks).items() if k.endswith("_orig"))
 
 
 def _first_line(exc) -> str:
@@ -175,7 +249,7 @@ class StructuredRandomCNN(nn.Module):
     the file; ``scales``: the target scaling factors lambda_i. Masks start at all-ones."""
 
     def __init__(self, layers_spec: list[dict], n: int, domains: list[str], scales: list[float] | None = None,
-                 construction: str = "structured", domain: str = "auto"):
+                 construction: str = "structured", domain: str = "auto", blocks: str = "channel"):
         super().__init__()
         convs = check_layers_spec(layers_spec)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -184,15 +258,17 @@ class StructuredRandomCNN(nn.Module):
             raise ConstructionError(f"domains: expected a list of {len(convs)} values in {list(BLOCK_DOMAINS)}, got "
                                     f"{str(domains)[:80]}")
         self.n, self.layers_spec, self.domains = n, layers_spec, list(domains)
-        self.construction, self.domain = construction, domain
+        if blocks not in BLOCKINGS:
+            raise ConstructionError(f"blocks: expected one of {', '.join(BLOCKINGS)}, got {blocks!r}")
+        self.construction, self.domain, self.blocking = construction, domain, blocks
         self.scales = [1.0] * len(convs) if scales is None else [float(s) for s in scales]
         if len(self.scales) != len(convs):
             raise ConstructionError(f"scales: {len(self.scales)} factors for {len(convs)} convolutions")
-        check_memory(random_parameter_count(layers_spec, n))  # before allocating
+        check_memory(random_parameter_count(layers_spec, n, blocks))  # before allocating
         mods, dom = [], iter(self.domains)
         for s in layers_spec:
             if s["type"] == "conv":
-                mods.append(StructuredBlock(BlockSpec(**s["block"]), n, next(dom)))
+                mods.append(StructuredBlock(BlockSpec(**s["block"]), n, next(dom), blocks))
             elif s["type"] == "relu":
                 mods.append(nn.ReLU())
             else:
@@ -228,7 +304,7 @@ class StructuredRandomCNN(nn.Module):
         for b in self.blocks():
             total += b.V.weight_orig.numel() + b.U.weight_orig.numel()
             live = b.live_channels()
-            kept += int(b.V.weight_mask[live].sum()) + int(b.U.weight_mask[:, live].sum())
+            kept += int(b.V.weight_mask[live].sum()) + int(b.u_column_counts()[live].sum())
             bias += b.U.bias.numel() if b.U.bias is not None else 0
             hidden.append(b.hidden)
             live_counts.append(int(live.sum()))
@@ -242,7 +318,8 @@ class StructuredRandomCNN(nn.Module):
     def compact(self) -> nn.Sequential:
         """A plain ``nn.Sequential`` without masks whose hidden channels are only the live ones, in their
         order (per input channel: kept positive half-block, then kept negative half-block, as in Remark 13);
-        computes the same function."""
+        computes the same function. ``pair`` blocks: U becomes a grouped conv (``groups=c1``), see
+        :func:`_compact_pair_block`."""
         mods = []
         dt = next(self.parameters()).dtype
         for m in self.net:
@@ -251,6 +328,9 @@ class StructuredRandomCNN(nn.Module):
                 continue
             if isinstance(m, nn.ReLU):
                 mods.append(nn.ReLU())
+                continue
+            if m.blocking == "pair":
+                mods += _compact_pair_block(m, dt)
                 continue
             live = m.live_channels().nonzero().flatten()
             k = max(int(live.numel()), 1)
@@ -277,7 +357,7 @@ class StructuredRandomCNN(nn.Module):
         torch.save({"format": FORMAT, "n": self.n, "spec": json.dumps(self.layers_spec),
                     "domain": self.domain, "domains": json.dumps(self.domains), "construction": self.construction,
                     "scales": json.dumps(self.scales), "extra": json.dumps(extra or {}),
-                    "state_dict": self.state_dict()}, path)
+                    "blocks": self.blocking, "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path) -> "StructuredRandomCNN":
@@ -294,8 +374,8 @@ class StructuredRandomCNN(nn.Module):
                 isinstance(fmt, str) and fmt.startswith("slth-pruned-random-cnn/")) else ""
             raise ConstructionError(f"{path}: format: not a file written by StructuredRandomCNN.save{hint}")
         try:
-            spec, n, domains, scales, sd = _check_blob(blob)
-            model = cls(spec, n, domains, scales, blob["construction"], blob["domain"])
+            spec, n, domains, scales, blocks, sd = _check_blob(blob)
+            model = cls(spec, n, domains, scales, blob["construction"], blob["domain"], blocks)
             if any(v.dtype == torch.float64 for k, v in sd.items() if k.endswith("_orig")):
                 model = model.double()
             model.load_state_dict(sd)
@@ -306,6 +386,31 @@ class StructuredRandomCNN(nn.Module):
                                     f"({type(exc).__name__}: {_first_line(exc)})") from exc
         model.extra = json.loads(blob.get("extra", "{}"))
         return model
+
+
+def _compact_pair_block(m: StructuredBlock, dt) -> list[nn.Module]:
+    """A ``pair`` block as V (1 x 1, c0 -> c1 g) -> ReLU -> U (grouped, ``groups=c1``: output j reads only
+    its g channels): the live hidden channels of each output channel, each group padded with zero channels
+    to the largest group g (a zero V row gives relu(0) = 0: exact)."""
+    live = m.live_channels()
+    out = m.output_of()
+    G = m.U.weight_orig.shape[1]
+    groups = [torch.nonzero(live & (out == j)).flatten() for j in range(m.c1)]
+    g = max(max(int(x.numel()) for x in groups), 1)
+    V = nn.Conv2d(m.V.in_channels, m.c1 * g, 1, bias=False, dtype=dt)
+    U = nn.Conv2d(m.c1 * g, m.c1, m.U.kernel_size, stride=m.U.stride, padding=m.U.padding,
+                  bias=m.U.bias is not None, groups=m.c1, dtype=dt)
+    Vm, Um = m.masked("V"), m.masked("U")
+    with torch.no_grad():
+        V.weight.zero_()
+        U.weight.zero_()
+        for j, ks in enumerate(groups):
+            if ks.numel():
+                V.weight[j * g:j * g + ks.numel()] = Vm[ks]
+                U.weight[j, :ks.numel()] = Um[j, ks - j * G]
+        if U.bias is not None:
+            U.bias.copy_(m.U.bias)
+    return [V, nn.ReLU(), U]
 
 
 def _json(blob: dict, key: str):
@@ -323,7 +428,7 @@ def _check_blob(blob: dict):
     unknown = sorted(map(str, set(blob) - _FILE_KEYS))
     if unknown:
         raise ConstructionError(f"{unknown[0]}: unknown key in a structured pruned-network file")
-    for key in sorted(_FILE_KEYS - {"extra"}):
+    for key in sorted(_FILE_KEYS - {"extra", "blocks"}):
         if key not in blob:
             raise ConstructionError(f"{key}: missing")
     n = blob["n"]
@@ -336,6 +441,9 @@ def _check_blob(blob: dict):
         raise ConstructionError(f"domains: expected {len(convs)} values in {list(BLOCK_DOMAINS)}, got {str(domains)[:80]}")
     if blob["domain"] not in ("signed", "nonnegative", "auto"):
         raise ConstructionError(f"domain: expected signed, nonnegative or auto, got {blob['domain']!r:.80}")
+    blocks = blob.get("blocks", "channel")
+    if blocks not in BLOCKINGS:
+        raise ConstructionError(f"blocks: expected one of {', '.join(BLOCKINGS)}, got {blocks!r:.80}")
     construction = blob["construction"]
     if not isinstance(construction, str) or not construction or len(construction) > 100:
         raise ConstructionError(f"construction: expected a construction name, got {construction!r:.80}")
@@ -350,7 +458,7 @@ def _check_blob(blob: dict):
     sd = blob["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise ConstructionError("state_dict: expected a dict of tensors by name")
-    shapes = state_shapes(spec, n)
+    shapes = state_shapes(spec, n, blocks)
     for key in sd:
         if key not in shapes:
             raise ConstructionError(f"state_dict[{key!r:.80}]: not a tensor of the network its spec describes")
@@ -360,7 +468,7 @@ def _check_blob(blob: dict):
             raise ConstructionError(f"state_dict[{key!r}]: missing or not a dense tensor (the spec implies {shape})")
         if tuple(t.shape) != shape:
             raise ConstructionError(f"state_dict[{key!r}]: shape {tuple(t.shape)}, but the spec implies {shape}")
-    check_memory(random_parameter_count(spec, n), "spec")
+    check_memory(random_parameter_count(spec, n, blocks), "spec")
     for key in shapes:
         t, where = sd[key], f"state_dict[{key!r}]"
         if key.endswith("_mask"):
@@ -373,4 +481,4 @@ def _check_blob(blob: dict):
     value = float(sd["output_scale.value"])
     if not math.isclose(value, math.prod(float(s) for s in scales), rel_tol=1e-6):
         raise ConstructionError(f"state_dict['output_scale.value']: {value!r} is not the product of the scales")
-    return spec, n, domains, [float(s) for s in scales], dict(sd)
+    return spec, n, domains, [float(s) for s in scales], blocks, dict(sd)

@@ -93,6 +93,7 @@ def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, c
                  "--domain", "signed", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "(structured)" in printed and "14 subset-sum instances" in printed  # 1 + 6 input channels, two halves
+    assert "domain signed: 0 of 2 blocks see non-negative inputs" in printed and "14 MRSS instances instead of 14" in printed
     from pipelines.constructions import load_pruned
 
     g = load_pruned(out)
@@ -119,3 +120,23 @@ def test_prune_rfss_flags_are_checked_before_any_work(tmp_path, target_file, cap
                  "--out", out]) == 2
     assert "--n-conv: only the rfss construction takes it" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys, monkeypatch):
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "pair.pt"
+    assert main(["prune", "--construction", "structured", "--blocks", "pair", "--target", str(target_file),
+                 "--n", "3", "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "domain auto: 2 of 2 blocks see non-negative inputs" in printed
+    assert "102 MRSS instances instead of 204" in printed  # 1 x 6 + 6 x 16 pairs, positive half-blocks only
+    from pipelines.constructions import load_pruned
+
+    g = load_pruned(out)
+    assert g.blocking == "pair" and g.extra["options"] == {"blocks": "pair"}
+    assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["ordered"] is True and s["adversarial_abs"] <= s["certified_abs"]
+    assert main(["prune", "--target", str(target_file), "--n", "3", "--blocks", "pair", "--out",
+                 str(tmp_path / "x.pt")]) == 2
+    assert "--blocks" in capsys.readouterr().err

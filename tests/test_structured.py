@@ -426,3 +426,86 @@ def test_bad_options_are_refused(kwargs, match):
 def test_unsupported_targets_are_refused(bad, match):
     with pytest.raises(ConstructionError, match=match):
         StructuredConstruction(bad, 4)
+
+
+# ------------------------------------------------------------------------- blocks per (input, output) pair
+def built_pair(name, domain="auto", n=N, seed=1, k=None, scale="none"):
+    t = make(name)
+    c = StructuredConstruction(t, n, seed=seed, domain=domain, k=k, scale=scale, blocks="pair")
+    info = solve(c, solver="exact", seed=seed)
+    return t, c, info
+
+
+@pytest.mark.parametrize("domain", ["signed", "auto"])
+def test_pair_blocks_are_grouped_and_their_instances_have_dimension_d_squared(domain):
+    t = make("conv-relu-pool-conv")
+    c = StructuredConstruction(t, 5, seed=2, domain=domain, blocks="pair")
+    for b, K, dom in zip(c.network.blocks(), convs(t), c.domains):
+        c0, c1 = K.in_channels, K.out_channels
+        assert b.V.weight_orig.shape == (2 * c0 * c1 * 5, c0, 1, 1)
+        assert b.U.groups == c1 and b.U.weight_orig.shape == (c1, 2 * c0 * 5, *K.kernel_size)
+        S = b.V.weight_mask[:, :, 0, 0]
+        assert torch.all(S <= b.blocked_mask()[:, :, 0, 0]) and torch.all(S.sum(1) <= 1)
+        for tt, j in b.pairs():  # Eq. 21 inside every pair's 2n-block
+            pos, neg = b.half_blocks(tt, j)
+            assert torch.equal(S[pos.start:pos.stop, tt], (b.V.weight_orig[pos.start:pos.stop, tt, 0, 0] > 0).double())
+            assert torch.equal(S[neg.start:neg.stop, tt], (b.V.weight_orig[neg.start:neg.stop, tt, 0, 0] < 0).double())
+            assert set(b.output_of()[pos.start:neg.stop].tolist()) == {j}
+    subs = c.subproblems()
+    for sp in subs:
+        K, b = convs(t)[sp.layer], c.network.blocks()[sp.layer]
+        t0, j = sp.entry
+        sign = 1.0 if sp.kind == "pair+" else -1.0
+        np.testing.assert_array_equal(sp.target, sign * K.weight[j, t0].detach().numpy().reshape(-1))
+        if sp.instance is None:  # no candidate of the right sign in this half-block
+            assert sp.units.size == 0
+            continue
+        assert sp.instance.d == K.kernel_size[0] * K.kernel_size[1]
+        V = b.V.weight_orig.numpy()[:, :, 0, 0]
+        rows = np.stack([b.u_column(int(k)).numpy().reshape(-1) * sign * V[k, t0] for k in sp.units])
+        np.testing.assert_array_equal(sp.instance.candidates, rows)
+    per_block = [K.in_channels * K.out_channels * (2 if dom == "signed" else 1) for K, dom in zip(convs(t), c.domains)]
+    assert len(subs) == sum(per_block)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("domain", ["signed", "auto"])
+def test_pair_blocks_pruned_equals_effective_and_compact_and_residuals_are_per_entry(name, domain):
+    t, c, info = built_pair(name, domain)
+    X = inputs(t, signed=domain == "signed")
+    with torch.no_grad():
+        g = c.network(X)
+        torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
+        compact = c.network.compact()
+        torch.testing.assert_close(compact(X), g, rtol=1e-12, atol=1e-12)
+    assert all(m.groups == m.out_channels for m in compact if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+    kernels = c.effective_kernels()
+    for sp, res in zip(c.subproblems(), info["residuals"]):
+        K = convs(t)[sp.layer].weight.detach()
+        Lp, Lm, _ = kernels[sp.layer]
+        t0, j = sp.entry
+        err = (K[j, t0] - Lp[j, t0]) if sp.kind == "pair+" else (-K[j, t0] - Lm[j, t0])
+        assert err.abs().max().item() == pytest.approx(res, rel=1e-9, abs=1e-12)
+    cert = c.certify()["abs"]
+    with torch.no_grad():
+        assert cert >= float((t(X) - g).abs().max())
+
+
+def test_pair_blocks_nonnegative_equals_signed_on_nonnegative_inputs_and_round_trip(tmp_path):
+    t, a, _ = built_pair("conv-relu-pool-conv", "auto")
+    _, s, _ = built_pair("conv-relu-pool-conv", "signed")
+    X = inputs(t, signed=False)
+    with torch.no_grad():
+        torch.testing.assert_close(a.network(X), s.network(X), rtol=1e-12, atol=1e-12)
+    counts = a.network.parameter_counts()
+    assert counts["random"] == sum(b.V.weight_orig.numel() + b.U.weight_orig.numel() for b in a.network.blocks())
+    assert 0 < counts["kept"] < counts["random"]
+    a.network.save(tmp_path / "p.pt")
+    h = StructuredRandomCNN.load(tmp_path / "p.pt")
+    assert h.blocking == "pair"
+    with torch.no_grad():
+        assert torch.equal(h(X), a.network(X))
+    again = StructuredConstruction.attach(t, h)
+    assert again.blocks == "pair" and again.certify()["abs"] == a.certify()["abs"]
+    with pytest.raises(ConstructionError, match="blocks"):
+        StructuredConstruction(t, 4, blocks="triple")

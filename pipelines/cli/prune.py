@@ -43,6 +43,10 @@ def add_arguments(p) -> None:
                         "only iclr is built, structured is refused; default iclr")
     p.add_argument("--n-conv", type=sample_size, default=None,
                    help="rfss only: random samples per conv entry of the conv part (default: --n)")
+    p.add_argument("--blocks", default=None, choices=["channel", "pair"],
+                   help="structured only: channel = one 2n-block per input channel (Theorem 3, MRSS dimension "
+                        "c1*d*d); pair = one per (input, output) channel pair (beyond the paper, dimension d*d); "
+                        "default channel")
     p.add_argument("--out", required=True, help="file for the pruned network (.pt, read back with weights_only=True)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -57,8 +61,10 @@ def run(args) -> int:
                        f"{', '.join(milp.available_solvers())}")
     scale = parse_scale(args.scale)
     options = {}
-    takes = {"domain": ("structured",), "k": ("structured", "rfss"), "conv": ("rfss",), "n_conv": ("rfss",)}
-    for name, value in (("domain", args.domain), ("k", args.k), ("conv", args.conv), ("n_conv", args.n_conv)):
+    takes = {"domain": ("structured",), "k": ("structured", "rfss"), "blocks": ("structured",),
+             "conv": ("rfss",), "n_conv": ("rfss",)}
+    for name, value in (("domain", args.domain), ("k", args.k), ("blocks", args.blocks), ("conv", args.conv),
+                        ("n_conv", args.n_conv)):
         if value is not None:
             if args.construction not in takes[name]:
                 flag = "--" + name.replace("_", "-")
@@ -80,4 +86,6 @@ def run(args) -> int:
     if "densities" in info:
         print("density per block (conv: U's mask, dense: V's mask): " + ", ".join(
             f"{d['kind']} {d['block']}: {d['mask_density']:.4f}" for d in info["densities"]))
+    if "domain_summary" in info:
+        print(info["domain_summary"])
     return 0

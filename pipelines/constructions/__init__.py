@@ -99,6 +99,8 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
     info.update(counts, target=sum(p.numel() for p in features.parameters()))
     if hasattr(c, "densities"):
         info["densities"] = c.densities()
+    if hasattr(c, "domain_summary"):
+        info["domain_summary"] = c.domain_summary()
     if out is not None:
         g.save(out, extra={"target": target, "n": n, "construction": construction, "solver": solver, "seed": seed,
                            "dist": dist, "scale": str(scale), "lambdas": list(c.lambdas), "options": options, "counts": counts,

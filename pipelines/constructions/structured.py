@@ -19,6 +19,15 @@ L- must approach -K. Every unselected filter is removed: its V entry (output cha
 input channel of U. ``k``: subsets of exactly k vectors (the cardinality row; Theorem 5 / Corollary 19),
 clamped to the number of candidates of an instance that has fewer.
 
+Blocks per channel pair (``blocks="pair"``; beyond the paper, experiment (c) of issue 12). Every
+(input channel t, output channel j) gets its own 2n-block of hidden channels, and a hidden channel of
+pair (t, j) feeds output channel j only (U is a grouped convolution, ``groups=c1``;
+:class:`models.structured_cnn.StructuredBlock`). The proof of Lemma 12 goes through per pair: the block
+computes L+[j, t] = sum_k U[j, k] V+[k, t] over the pair's channels, so each MRSS (``pair+`` /
+``pair-``, entry (t, j)) has candidates U[j, k] * V+[k, t] of dimension d d (25 for LeNet5) instead of
+c1 d d, and target K[j, t]. Still filter removal (unselected channels leave V and U); H = 2 c0 c1 n
+hidden channels instead of 2 c0 n.
+
 Input domains (``domain``). Theorem 3 is stated on [-1, 1] inputs, where both half-blocks are needed.
 
 - ``signed``: input domain [-1, 1]^{...}; every block keeps both half-blocks (Theorem 3 verbatim). A
@@ -69,7 +78,7 @@ from torch import nn
 
 from models.random_cnn import ConstructionError
 from models.random_tensors import DISTRIBUTIONS, random_tensor
-from models.structured_cnn import SignSplitConv2d, StructuredRandomCNN
+from models.structured_cnn import BLOCKINGS, SignSplitConv2d, StructuredRandomCNN
 
 from ..verify import certified
 from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale, solve_subproblems
@@ -158,7 +167,7 @@ class StructuredConstruction(Construction):
     RANDOM_TAG = 2023  # rng = default_rng([seed, block, RANDOM_TAG])
 
     def __init__(self, target: nn.Sequential, n: int, seed: int = 0, dist: str = "normal", scale="none",
-                 domain: str = "auto", k: int | None = None):
+                 domain: str = "auto", k: int | None = None, blocks: str = "channel"):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConstructionError(f"n: channels per half-block must be a positive integer, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
@@ -167,6 +176,10 @@ class StructuredConstruction(Construction):
             raise ConstructionError(f"dist: expected one of {', '.join(DISTRIBUTIONS)} (Theorem 3: normal), got {dist!r}")
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n):
             raise ConstructionError(f"k: the subset size must be None or an integer in [1, n={n}], got {k!r}")
+        if blocks not in BLOCKINGS:
+            raise ConstructionError(f"blocks: expected one of {', '.join(BLOCKINGS)} (channel: Theorem 3; pair: one "
+                                    f"2n-block per (input, output) channel pair), got {blocks!r}")
+        self.blocks = blocks
         self.layers = self.check_target(target, domain)
         self.target = target
         self.n, self.seed, self.dist, self.domain = int(n), int(seed), dist, domain
@@ -174,7 +187,7 @@ class StructuredConstruction(Construction):
         self.scale = parse_scale(scale)
         self.domains = block_domains(self.layers, domain)
         network = StructuredRandomCNN(_layers_spec(self.layers), self.n, self.domains, construction=self.name,
-                                      domain=domain).double()
+                                      domain=domain, blocks=blocks).double()
         with torch.no_grad():
             for bi, b in enumerate(network.blocks()):
                 rng = np.random.default_rng([self.seed, bi, self.RANDOM_TAG])
@@ -221,30 +234,51 @@ class StructuredConstruction(Construction):
     def _input_channel_mask(block, V_mask: torch.Tensor) -> torch.Tensor:
         """U's mask: input channel k of U kept iff filter k of V survives (Theorem 3: removing a filter
         at layer 2i-1 removes the corresponding channel at layer 2i)."""
-        alive = V_mask.flatten(1).sum(1) > 0
-        M = torch.zeros_like(block.U.weight_orig)
-        M[:, alive] = 1.0
-        return M
+        return block.input_channel_mask(V_mask.flatten(1).sum(1) > 0)
 
     # ------------------------------------------------------------------ candidates and scaling
     def _candidates(self, bi: int):
-        """Per block, in float64 numpy: (kind, t0, units ks, candidates (|ks| x c1 d d), unscaled target)
-        for each input channel t0: ``filter+`` always, ``filter-`` only in signed blocks (proof of Lemma 12)."""
+        """Per block, in float64 numpy: (kind, entry, units ks, candidates (|ks| x dim), unscaled target).
+        ``channel`` blocks, for each input channel t0: ``filter+`` always, ``filter-`` only in signed blocks
+        (proof of Lemma 12), entry (t0,), dim c1 d d. ``pair`` blocks: the same per (t0, output j) on U[j, k]
+        and K[j, t0] (``pair+`` / ``pair-``, entry (t0, j), dim d d)."""
         b, K = self.network.blocks()[bi], self.convs()[bi]
         W = K.weight.detach().double().cpu().numpy()
-        U = b.U.weight_orig.detach().double().cpu().numpy()          # c1 x 2 c0 n x d x d
-        V = b.V.weight_orig.detach().double().cpu().numpy()[:, :, 0, 0]  # 2 c0 n x c0
+        U = b.U.weight_orig.detach().double().cpu().numpy()          # c1 x H x d x d (pair: c1 x H / c1 x d x d)
+        V = b.V.weight_orig.detach().double().cpu().numpy()[:, :, 0, 0]  # H x c0
+        if self.blocks == "pair":
+            return self._pair_candidates(b, W, U, V)
         dim = U.shape[0] * U.shape[2] * U.shape[3]  # c1 d d
         out = []
         for t0 in range(W.shape[1]):
             pos, neg = b.half_blocks(t0)
             z = W[:, t0].reshape(-1)
             ks = np.array([k for k in pos if V[k, t0] > 0], dtype=np.int64)
-            out.append(("filter+", t0, ks, np.moveaxis(U[:, ks], 1, 0).reshape(ks.size, dim) * V[ks, t0][:, None], z))
+            out.append(("filter+", (t0,), ks, np.moveaxis(U[:, ks], 1, 0).reshape(ks.size, dim) * V[ks, t0][:, None],
+                        z))
             if self.domains[bi] == "signed":
                 ks = np.array([k for k in neg if V[k, t0] < 0], dtype=np.int64)
-                out.append(("filter-", t0, ks, np.moveaxis(U[:, ks], 1, 0).reshape(ks.size, dim) * -V[ks, t0][:, None],
-                            -z))
+                out.append(("filter-", (t0,), ks,
+                            np.moveaxis(U[:, ks], 1, 0).reshape(ks.size, dim) * -V[ks, t0][:, None], -z))
+        return out
+
+    def _pair_candidates(self, b, W, U, V):
+        """``pair`` blocks (beyond the paper): for input channel t0 and output channel j, candidates
+        U[j, k] * V+[k, t0] (d d coordinates) for k in the pair's positive half-block with V > 0, target
+        K[j, t0]; the negative half-block likewise with V- and -K[j, t0] (signed blocks only). The proof of
+        Lemma 12 applies per pair unchanged: each hidden channel reaches one output channel only."""
+        G, dim = U.shape[1], U.shape[2] * U.shape[3]
+        signed = b.domain == "signed"
+        out = []
+        for t0 in range(W.shape[1]):
+            for j in range(W.shape[0]):
+                pos, neg = b.half_blocks(t0, j)
+                z = W[j, t0].reshape(-1)
+                halves = [("pair+", pos, 1.0)] + ([("pair-", neg, -1.0)] if signed else [])
+                for kind, rng, sign in halves:
+                    ks = np.array([k for k in rng if sign * V[k, t0] > 0], dtype=np.int64)
+                    C = U[j, ks - j * G].reshape(ks.size, dim) * (sign * V[ks, t0])[:, None]
+                    out.append((kind, (t0, j), ks, C, sign * z))
         return out
 
     def _choose_lambdas(self):
@@ -287,11 +321,11 @@ class StructuredConstruction(Construction):
 
         out = []
         for bi, lam in enumerate(self.lambdas):
-            for kind, t0, ks, C, z in self._candidates(bi):
+            for kind, entry, ks, C, z in self._candidates(bi):
                 zs = z / lam
                 card = None if self.k is None else min(self.k, int(ks.size))
                 inst = milp.Instance(C, zs, cardinality=card) if ks.size else None
-                out.append(Subproblem(instance=inst, layer=bi, kind=kind, entry=(t0,), units=ks, target=zs))
+                out.append(Subproblem(instance=inst, layer=bi, kind=kind, entry=entry, units=ks, target=zs))
         return out
 
     def apply(self, solutions, subproblems: list[Subproblem] | None = None) -> None:
@@ -311,6 +345,23 @@ class StructuredConstruction(Construction):
             SV[sp.layer][chosen, sp.entry[0]] = 1.0
         for bi, b in enumerate(blocks):
             self.network.set_block_masks(bi, V=SV[bi], U=self._input_channel_mask(b, SV[bi]))
+
+    def domain_summary(self) -> str:
+        """What the declared domain saves (Lemma 11 with X- = 0): per block nonnegative or signed, the MRSS
+        instances solved against the 2x of Theorem 3 verbatim (``signed``), and the hidden channels of the
+        negative half-blocks that are removed without solving anything."""
+        solved = full = unused = hidden = 0
+        for b, dom in zip(self.network.blocks(), self.domains):
+            per_half = b.c0 * b.group
+            full += 2 * per_half
+            solved += per_half * (2 if dom == "signed" else 1)
+            hidden += b.hidden
+            if dom == "nonnegative":
+                unused += b.hidden // 2
+        nonneg = self.domains.count("nonnegative")
+        return (f"domain {self.domain}: {nonneg} of {len(self.domains)} blocks see non-negative inputs (X- = 0, "
+                f"Lemma 11): {solved} MRSS instances instead of {full} for signed inputs, {unused:,} of {hidden:,} "
+                f"hidden channels (negative half-blocks) removed without solving")
 
     # ------------------------------------------------------------------ views and certificate
     def effective_kernels(self) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
@@ -385,7 +436,7 @@ class StructuredConstruction(Construction):
         c = cls.__new__(cls)
         c.layers, c.target, c.network = layers, target, network
         c.n, c.seed, c.dist, c.k = network.n, None, None, None
-        c.domain, c.domains = network.domain, list(network.domains)
+        c.domain, c.domains, c.blocks = network.domain, list(network.domains), network.blocking
         c.scale, c.lambdas = "file", list(network.scales)
         c.scaling_info = {"mode": "from file"}
         return c

@@ -16,6 +16,8 @@ EXPERIMENTS = {
     "iclr-lenet5": "pipelines.experiments.iclr_lenet5",
     "iclr-construction": "pipelines.experiments.iclr_construction",
     "bench": "pipelines.experiments.bench",
+    "structured-random": "pipelines.experiments.structured_random",
+    "structured-lenet5": "pipelines.experiments.structured_lenet5",
     "rfss-density": "pipelines.experiments.rfss_density",
 }
 

@@ -66,7 +66,7 @@ def test_every_dense_block_has_exactly_k_ones_per_target_entry(k):
 @pytest.mark.parametrize("which", ["dense", "conv+dense"])
 def test_exact_masks_pruned_equals_effective_and_compact(which, k):
     t, X = (dense_target(), vectors()) if which == "dense" else (lenet_like(), images())
-    c, info = construct(t, 10, "rfss", solver="exact", seed=3, k=k)
+    c, info = construct(t, 8, "rfss", solver="exact", seed=3, k=k)
     g = c.network
     with torch.no_grad():
         eff = c.effective()(X)
@@ -194,7 +194,7 @@ def test_certificate_holds_against_the_attack_on_random_dense_targets():
     for seed in range(3):
         t = dense_target(seed, scale=1.0)
         c, _ = construct(t, 4, "rfss", solver="exact", seed=seed, k=2)  # small n: large errors
-        r = verify(t, c.network, vectors(16, seed=seed), restarts=4, steps=40, seed=seed, certificate=c.certify())
+        r = verify(t, c.network, vectors(8, seed=seed), restarts=3, steps=15, seed=seed, certificate=c.certify())
         assert 0 < r["adversarial"]["abs"] <= r["certified"]["abs"], r["summary"]
 
 
@@ -249,7 +249,7 @@ def test_signed_certificate_holds_with_large_errors(tmp_path):
     for seed in range(3):
         t = signed_target(seed)
         c, _ = construct(t, 3, "rfss", solver="exact", seed=seed, k=1)  # tiny n: large errors
-        r = verify(t, c.network, vectors(16, 5, seed), restarts=4, steps=40, seed=seed, certificate=c.certify())
+        r = verify(t, c.network, vectors(8, 5, seed), restarts=3, steps=15, seed=seed, certificate=c.certify())
         assert 0 < r["adversarial"]["abs"] <= r["certified"]["abs"], r["summary"]
     c.network.save(tmp_path / "s.pt")
     h = load_pruned(tmp_path / "s.pt")

@@ -85,7 +85,9 @@ def _channel_l1(W: torch.Tensor) -> torch.Tensor:
 def certified(layers, effective, input_bound: float = 1.0) -> dict:
     """Upper bound on sup_X ||f(X) - g(X)||_max over X in [0, input_bound]^{...}.
 
-    ``layers``: the target's layers (Conv2d / ReLU / MaxPool2d, as accepted by a construction);
+    ``layers``: the target's layers (Conv2d / ReLU / MaxPool2d, and Flatten / Linear for constructions with
+    dense layers, as accepted by a construction); a Linear is treated as a conv whose output channels are its
+    rows (||W_j||_1 per row; the same inequality), Flatten is the identity in the max norm;
     ``effective``: per conv, the (L, c) that g computes in its place, in the target's units (for the
     ICLR construction the block products of Section 4.2, Eq. 2, times the scaling factors).
 
@@ -95,19 +97,29 @@ def certified(layers, effective, input_bound: float = 1.0) -> dict:
         ||K*x + b - (L*x~ + c)|| <= max_l ||K_l||_1 e + max_l (||K_l - L_l||_1 Bt + |b_l - c_l|)
     (Proposition 1 per output channel), then B' = max_l(||K_l||_1 B + |b_l|),
     Bt' = min(max_l(||L_l||_1 Bt + |c_l|), B' + e'). ReLU / max-pool: 1-Lipschitz, e, B, Bt unchanged.
-    Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|."""
+    Also returns the theorem's quantities: per layer ||K||_1 and the entrywise max |K - L|. An ``effective``
+    entry ``((L+, L-), c)`` is a sign-split layer (x -> L+ relu(x) + L- relu(-x) + c, e.g. a dense block with
+    both halves): ||K_l - L_l||_1 becomes sum_i max(|K - L+|, |K + L-|)_{l,i} and ||L_l||_1 sum_i max(|L+|, |L-|)_{l,i}
+    (reported max_entry_error: that of L+)."""
     eff = iter(effective)
     e, B, Bt = 0.0, float(input_bound), float(input_bound)
     per_layer = []
     for i, m in enumerate(layers):
-        if not isinstance(m, nn.Conv2d):
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
         K = m.weight.detach().double()
         b = m.bias.detach().double() if m.bias is not None else torch.zeros(K.shape[0], dtype=torch.float64)
         L, c = next(eff)
-        L = L.double()
         c = c.double() if c is not None else torch.zeros_like(b)
-        nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
+        if isinstance(L, tuple):  # a sign-split layer x -> L+ x+ + L- x- + c (x+, x- disjoint per coordinate):
+            Lp, Ln = L[0].double(), L[1].double()  # |K x - L+ x+ - L- x-| <= sum_i max(|K - L+|, |K + L-|)_i |x_i|
+            L = Lp
+            nK = _channel_l1(K)
+            nD = torch.maximum((K - Lp).abs(), (K + Ln).abs()).flatten(1).sum(1)
+            nL = torch.maximum(Lp.abs(), Ln.abs()).flatten(1).sum(1)
+        else:
+            L = L.double()
+            nK, nD, nL = _channel_l1(K), _channel_l1(K - L), _channel_l1(L)
         db = (b - c).abs()
         e_new = float(nK.max()) * e + float((nD * Bt + db).max())
         B_new = float((nK * B + b.abs()).max())

@@ -234,3 +234,35 @@ def test_conformance(construction, scale, tmp_path):
     assert cls.attach(t, loaded).certify()["abs"] == c.certify()["abs"]
     with pytest.raises(ConstructionError, match="unknown construction"):
         get_construction("nope")
+
+
+# ------------------------------------------------------------------------- conformance: constructions with dense layers
+DENSE_TARGETS = {
+    "dense": lambda: nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)),
+    "conv-flatten-dense": lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                                nn.Linear(32, 5), nn.ReLU(), nn.Linear(5, 3)),
+}
+
+
+@pytest.mark.parametrize("construction", sorted(c for c, cls in REGISTRY.items() if nn.Linear in cls.LAYERS.allowed))
+@pytest.mark.parametrize("target", sorted(DENSE_TARGETS))
+@pytest.mark.parametrize("scale", ["none", "auto"])
+def test_conformance_dense(construction, target, scale, tmp_path):
+    torch.manual_seed(0)
+    t = DENSE_TARGETS[target]().double()
+    X = (torch.rand(8, 6, dtype=torch.float64) if target == "dense" else inputs(t, 8))
+    c, info = construct(t, 6, construction, solver="exact", seed=5, scale=scale)
+    assert info["instances"] == len(c.subproblems()) == sum(p.numel() for p in t.parameters())
+    for name, buf in c.network.named_buffers():
+        if name.endswith("_mask"):
+            assert torch.all((buf == 0) | (buf == 1)), name
+    with torch.no_grad():
+        g = c.network(X)
+        torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c.network.compact()(X), g, rtol=1e-12, atol=1e-12)
+    c.network.save(tmp_path / "p.pt")
+    loaded = load_pruned(tmp_path / "p.pt")
+    assert type(loaded) is type(c.network)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), g)
+    assert get_construction(construction).attach(t, loaded).certify()["abs"] == c.certify()["abs"]

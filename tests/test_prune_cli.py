@@ -105,6 +105,23 @@ def test_prune_structured_with_domain_and_k_then_verify(tmp_path, target_file, c
     assert "--k" in capsys.readouterr().err
 
 
+def test_prune_rfss_flags_are_checked_before_any_work(tmp_path, target_file, capsys):
+    out = str(tmp_path / "x.pt")
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--k", "5",
+                 "--out", out, "--quiet"]) == 2
+    assert "--k: the subset size must satisfy 1 <= k <= n = 4, got 5" in capsys.readouterr().err
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--k", "0",
+                 "--out", out]) == 2
+    assert "--k" in capsys.readouterr().err
+    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--conv", "structured",
+                 "--out", out]) == 2
+    assert "not implemented" in capsys.readouterr().err
+    assert main(["prune", "--construction", "iclr", "--target", str(target_file), "--n", "4", "--n-conv", "3",
+                 "--out", out]) == 2
+    assert "--n-conv: only the rfss construction takes it" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys, monkeypatch):
     monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "pair.pt"
@@ -124,3 +141,38 @@ def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys,
     assert main(["prune", "--target", str(target_file), "--n", "3", "--blocks", "pair", "--out",
                  str(tmp_path / "x.pt")]) == 2
     assert "--blocks" in capsys.readouterr().err
+
+
+def test_prune_rfss_whole_network_then_verify(tmp_path, capsys, monkeypatch):
+    """The CLI path of a whole network (conv part ICLR + dense head RFSS) end to end with real solves, on a small
+    LeNet-shaped model (the trained LeNet5 has 107,786 instances: too slow for a unit test)."""
+    from torch import nn
+
+    import pipelines.targets
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.features = nn.Sequential(nn.Conv2d(1, 2, 5, stride=4), nn.ReLU(), nn.MaxPool2d(2))
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(18, 4), nn.ReLU(), nn.Linear(4, 3))
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(0.5)
+
+    tiny = Tiny()
+    monkeypatch.setattr(pipelines.targets, "load_target", lambda spec, **kw: (tiny, tiny.features))
+    monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "whole.pt"
+    assert main(["prune", "--construction", "rfss", "--target", "tiny", "--n", "6", "--k", "2", "--n-conv", "5",
+                 "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "(rfss)" in printed and f"{sum(p.numel() for p in tiny.parameters())} subset-sum instances" in printed
+    assert "dense 1: 0.3333, dense 2: 0.3333" in printed  # exactly k/n = 2/6 per dense block
+    from pipelines.constructions import load_pruned
+
+    g = load_pruned(out)
+    assert g.k == 2 and g.n == 6 and g.conv_spec["n"] == 5 and g.extra["options"] == {"k": 2, "n_conv": 5}
+    assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["ordered"] is True and 0 < s["adversarial_abs"] <= s["certified_abs"]

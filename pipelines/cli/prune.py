@@ -4,7 +4,8 @@ from __future__ import annotations
 from .args import MAX_N, CliError, check_output_file, n_jobs, positive_float, positive_int, sample_size, seed
 
 HELP = "build and prune the random CNN of a construction for a target network"
-EXAMPLE = "slth prune --construction iclr --target lenet5-mnist --n 20 --scale auto --out ticket.pt"
+EXAMPLE = ("slth prune --construction iclr --target lenet5-mnist --n 20 --scale auto --out ticket.pt\n"
+           "  slth prune --construction rfss --k 6 --target lenet5-mnist --n 24 --out whole.pt")
 
 
 def add_arguments(p) -> None:
@@ -36,7 +37,13 @@ def add_arguments(p) -> None:
                         "nonnegative: [0, 1], positive half-blocks only, Lemma 11; auto: per block, from the layer "
                         "before it); default auto")
     p.add_argument("--k", type=positive_int, default=None,
-                   help="structured only: fixed subset size per MRSS instance (Theorem 5's |S| = k); default free")
+                   help="structured: fixed subset size per MRSS instance (Theorem 5's |S| = k); rfss: exactly k of the n "
+                        "samples per dense weight (RFSS, uniform density k/n, 1 <= k <= n); default free (RSS)")
+    p.add_argument("--conv", default=None, choices=["iclr", "structured"],
+                   help="rfss only: construction of the conv part of the whole LeNet5 (the dense head is rfss's); "
+                        "only iclr is built, structured is refused; default iclr")
+    p.add_argument("--n-conv", type=sample_size, default=None,
+                   help="rfss only: random samples per conv entry of the conv part (default: --n)")
     p.add_argument("--blocks", default=None, choices=["channel", "pair"],
                    help="structured only: channel = one 2n-block per input channel (Theorem 3, MRSS dimension "
                         "c1*d*d); pair = one per (input, output) channel pair (beyond the paper, dimension d*d); "
@@ -55,13 +62,20 @@ def run(args) -> int:
                        f"{', '.join(milp.available_solvers())}")
     scale = parse_scale(args.scale)
     options = {}
-    for flag, name, value in (("--domain", "domain", args.domain), ("--k", "k", args.k),
-                              ("--blocks", "blocks", args.blocks)):
+    takes = {"domain": ("structured",), "k": ("structured", "rfss"), "blocks": ("structured",),
+             "conv": ("rfss",), "n_conv": ("rfss",)}
+    for name, value in (("domain", args.domain), ("k", args.k), ("blocks", args.blocks), ("conv", args.conv),
+                        ("n_conv", args.n_conv)):
         if value is not None:
-            if args.construction != "structured":
-                raise CliError(f"{flag}: only the structured construction takes it (got --construction "
-                               f"{args.construction})")
+            if args.construction not in takes[name]:
+                flag = "--" + name.replace("_", "-")
+                raise CliError(f"{flag}: only the {' and '.join(takes[name])} construction{'s' if len(takes[name]) > 1 else ''} "
+                               f"take{'' if len(takes[name]) > 1 else 's'} it (got --construction {args.construction})")
             options[name] = value
+    if args.construction == "rfss" and args.k is not None and args.k > args.n:
+        raise CliError(f"--k: the subset size must satisfy 1 <= k <= n = {args.n}, got {args.k}")
+    if args.conv == "structured":
+        raise CliError("--conv: the structured conv part of the rfss construction is not implemented; use --conv iclr")
     g, info = prune(args.target, args.n, construction=args.construction, solver=args.solver, out=out, seed=args.seed,
                     dist=args.dist, scale=scale, n_jobs=args.n_jobs, time_limit=args.time_limit,
                     progress=not args.quiet, **options)
@@ -70,6 +84,9 @@ def run(args) -> int:
           f"(lambdas {lam}): {info['random']} random parameters ({info['random'] / info['target']:.1f}x the "
           f"target's {info['target']}), {info['kept']} kept; {info['instances']} subset-sum instances ({info['statuses']}), "
           f"max entry residual {info['residuals'].max():.3e} (scaled units); saved to {args.out}")
+    if "densities" in info:
+        print("density per block (conv: U's mask, dense: V's mask): " + ", ".join(
+            f"{d['kind']} {d['block']}: {d['mask_density']:.4f}" for d in info["densities"]))
     if "domain_summary" in info:
         print(info["domain_summary"])
     return 0

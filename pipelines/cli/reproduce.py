@@ -6,7 +6,7 @@ import time
 from .args import (MAX_N, CliError, bounded_int, check_input_folder, check_output_file, check_output_folder,
                    command_line, int_list, n_jobs, positive_float, seed, stage_log, str_list)
 
-HELP = "reproduce an experiment (iclr-lenet5, iclr-construction, structured-random, structured-lenet5)"
+HELP = "reproduce an experiment (iclr-lenet5, iclr-construction, structured-random, structured-lenet5, rfss-density)"
 EXAMPLE = "slth reproduce iclr-construction --ns 10,20,30 --scale none,auto --out results/iclr-construction"
 
 
@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ns", type=int_list, default=None,
                    help=f"sample sizes n, comma-separated, each 1 to {MAX_N}; default: the experiment's own "
                         "(iclr-lenet5: 5,10,15,20,25,30)")
+    p.add_argument("--ks", type=int_list, default=None,
+                   help="subset sizes k, comma-separated, for experiments with fixed-size subsets (rfss-density: "
+                        "1,3,6,12)")
     p.add_argument("--solver", default=None,
                    help="solver name(s); experiments with a `solvers` field take several comma-separated "
                         "(e.g. auto,cpsat); default: the experiment's own (auto for the ICLR ones)")
@@ -93,7 +96,13 @@ def config_from_args(exp, args):
 
     if args.dataset is not None:
         put("--dataset", ("mnist", "fashion-mnist") if args.dataset == "both" else (args.dataset,), "datasets")
-    put("--ns", tuple(args.ns) if args.ns is not None else None, "ns")
+    if args.ns is not None and "ns" not in fields and "n" in fields:  # experiments with one n
+        if len(args.ns) != 1:
+            raise CliError(f"--ns: experiment {exp.NAME} takes one n")
+        values["n"] = args.ns[0]
+    else:
+        put("--ns", tuple(args.ns) if args.ns is not None else None, "ns")
+    put("--ks", tuple(args.ks) if args.ks is not None else None, "ks")
     if args.solver is not None:
         solvers = _solvers(args.solver)
         if "solvers" in fields:

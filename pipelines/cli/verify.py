@@ -64,7 +64,7 @@ def architecture_mismatch(spec: list[dict], features) -> str | None:
 
 def run(args) -> int:
     from models.random_cnn import ConstructionError, PrunedRandomCNN
-    from pipelines.constructions import REGISTRY, get_construction, load_pruned
+    from pipelines.constructions import REGISTRY, get_construction, load_pruned, target_network
     from pipelines.data import load_dataset
     from pipelines.targets import NAMED_TARGETS, load_target
     from pipelines.verify import verify
@@ -93,6 +93,7 @@ def run(args) -> int:
     mismatch = architecture_mismatch(pruned.layers_spec, features) if iclr_file else None
     if mismatch:
         raise CliError(f"{args.pruned}: pruned for another architecture than {which}: {mismatch}")
+    features = target_network(model, features, pruned.construction)  # the whole LeNet5 for rfss files
     try:
         c = get_construction(pruned.construction).attach(features.double().eval(), pruned)
     except ConstructionError as exc:

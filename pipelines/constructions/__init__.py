@@ -11,12 +11,14 @@ import time
 from models.random_cnn import ConstructionError
 
 from .base import Construction, LayerOptions, Subproblem, parse_scale, scaled_target, solve_subproblems
+from .dense_rfss import RfssConstruction
 from .iclr import IclrConstruction
 from .structured import StructuredConstruction
 
 REGISTRY: dict[str, type[Construction]] = {
     IclrConstruction.name: IclrConstruction,
     StructuredConstruction.name: StructuredConstruction,
+    RfssConstruction.name: RfssConstruction,
 }
 
 
@@ -25,7 +27,7 @@ def load_pruned(path):
     format tag names (``weights_only=True``; every check of that class's ``load``)."""
     import torch
 
-    from models import random_cnn, structured_cnn
+    from models import random_cnn, random_dense, structured_cnn
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -34,6 +36,8 @@ def load_pruned(path):
     except Exception as exc:
         raise ConstructionError(f"{path}: not a readable pruned-network file ({str(exc).splitlines()[0][:200]})") from None
     fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == random_dense.FORMAT:
+        return random_dense.PrunedRandomNet.load(path)
     if fmt == structured_cnn.FORMAT:
         return structured_cnn.StructuredRandomCNN.load(path)
     if fmt in random_cnn.READABLE_FORMATS:
@@ -67,15 +71,27 @@ def construct(target, n: int, construction: str = "iclr", solver: str = "auto", 
                                 progress=progress)
 
 
+def target_network(model, features, construction: str):
+    """What ``construction`` prunes of a LeNet5: its conv part ``features``, or the whole network
+    ``nn.Sequential(*features, *classifier)`` for constructions with ``WHOLE_NETWORK``."""
+    from torch import nn
+
+    if get_construction(construction).WHOLE_NETWORK:
+        return nn.Sequential(*model.features, *model.classifier)
+    return features
+
+
 def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto", out=None, seed: int = 0,
           dist: str | None = None, scale="none", n_jobs: int = 2, time_limit=None, store=None, progress: bool = True,
           **options):
     """Python equivalent of ``slth prune``: load a named target (or a LeNet5 state_dict file), prune the
-    random network of ``construction`` for its conv part, save it to ``out``. Returns (network, info)."""
+    random network of ``construction`` for its conv part (or the whole LeNet5, for constructions with
+    ``WHOLE_NETWORK``), save it to ``out``. Returns (network, info)."""
     from ..paths import store_dir
     from ..targets import load_target
 
     model, features = load_target(target, progress=progress)
+    features = target_network(model, features, construction)
     store = store if store is not None else store_dir() / "construction.sqlite"
     t0 = time.perf_counter()
     c, info = construct(features.double(), n, construction, solver=solver, seed=seed, dist=dist, scale=scale,
@@ -84,6 +100,8 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
     g = c.network
     counts = g.parameter_counts()
     info.update(counts, target=sum(p.numel() for p in features.parameters()))
+    if hasattr(c, "densities"):
+        info["densities"] = c.densities()
     if hasattr(c, "domain_summary"):
         info["domain_summary"] = c.domain_summary()
     if out is not None:
@@ -94,4 +112,4 @@ def prune(target: str, n: int, construction: str = "iclr", solver: str = "auto",
 
 
 __all__ = ["prune", "load_pruned", "Construction", "ConstructionError", "LayerOptions", "Subproblem", "REGISTRY", "construct",
-           "construction_names", "get_construction", "parse_scale", "scaled_target"]
+           "construction_names", "get_construction", "target_network", "parse_scale", "scaled_target"]

@@ -131,6 +131,8 @@ class Construction:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     LAYERS: ClassVar[LayerOptions] = LayerOptions()
+    #: True: the construction prunes a whole LeNet5 (conv part and dense head), False: its conv part only
+    WHOLE_NETWORK: ClassVar[bool] = False
 
     target: nn.Sequential
     network: nn.Module

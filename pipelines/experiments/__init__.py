@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "bench": "pipelines.experiments.bench",
     "structured-random": "pipelines.experiments.structured_random",
     "structured-lenet5": "pipelines.experiments.structured_lenet5",
+    "rfss-density": "pipelines.experiments.rfss_density",
 }
 
 #: what every experiment module must define

@@ -1,6 +1,7 @@
 """The random over-parameterised dense block of the dense SLTH proofs (Pensia et al. 2020, Malach et al.
 2020; with fixed-size subsets: "On the Sparsity of the SLTH", arXiv 2410.14754, Section 4), and a whole
-pruned random network: an optional ICLR random CNN (:mod:`models.random_cnn`) followed by dense blocks.
+pruned random network: an optional random CNN (ICLR, :mod:`models.random_cnn`, or the structured one of
+NeurIPS 2023, :mod:`models.structured_cnn`) followed by dense blocks.
 
 One target dense layer W (m_out x m_in, bias b) becomes the block::
 
@@ -44,6 +45,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
+from . import structured_cnn
 from .random_cnn import (ConstructionError, OutputScale, PrunedRandomCNN, check_layers_spec, check_memory,
                          expected_state_shapes, parameter_count)
 
@@ -182,6 +184,20 @@ def dense_parameter_count(dense: dict) -> int:
                if k.endswith(("U.weight", "U.weight_neg", "U.bias", "V.weight_orig")))
 
 
+def conv_parameter_count(conv: dict) -> int:
+    """Random parameters of the conv part described by ``conv`` (ICLR: U, b_U, V; structured: V, U)."""
+    if conv.get("construction", "iclr") == "structured":
+        return structured_cnn.random_parameter_count(conv["spec"], conv["n"], conv["blocks"])
+    return parameter_count(conv["spec"], conv["n"])
+
+
+def _conv_part(conv: dict) -> nn.Module:
+    if conv.get("construction", "iclr") == "structured":
+        return structured_cnn.StructuredRandomCNN(conv["spec"], conv["n"], list(conv["domains"]), conv["scales"],
+                                                  "structured", conv["domain"], conv["blocks"])
+    return PrunedRandomCNN(conv["spec"], conv["n"], conv["scales"], conv.get("construction", "iclr"))
+
+
 def _int(v, field: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConstructionError(f"{field}: expected an integer in [{lo}, {hi}], got {v!r:.80}")
@@ -232,20 +248,23 @@ def check_dense_spec(dense) -> list[int]:
 
 
 class PrunedRandomNet(nn.Module):
-    """conv part (a :class:`~models.random_cnn.PrunedRandomCNN`, or none) -> head (flatten / relu / dense
+    """conv part (a :class:`~models.random_cnn.PrunedRandomCNN` or :class:`~models.structured_cnn.StructuredRandomCNN`,
+    or none) -> head (flatten / relu / dense
     blocks) -> output scale (the product of the head's scaling factors; the conv part carries its own).
 
-    ``conv``: None or ``{"spec": layers_spec, "n": n_conv, "scales": [...], "construction": "iclr"}``;
+    ``conv``: None, ``{"spec": layers_spec, "n": n_conv, "scales": [...], "construction": "iclr"}`` (a
+    :class:`~models.random_cnn.PrunedRandomCNN`) or ``{..., "construction": "structured", "domain": declared
+    domain, "domains": per conv signed / nonnegative, "blocks": channel / pair}`` (a
+    :class:`~models.structured_cnn.StructuredRandomCNN`, Theorem 3 of NeurIPS 2023);
     ``dense``: ``{"layers": [...], "n": n, "k": k or None, "scales": [...]}`` (:func:`check_dense_spec`)."""
 
     def __init__(self, conv: dict | None, dense: dict, construction: str = "rfss"):
         super().__init__()
         check_dense_spec(dense)
         self.conv_spec, self.dense_spec, self.construction = conv, dense, construction
-        total = dense_parameter_count(dense) + (parameter_count(conv["spec"], conv["n"]) if conv else 0)
+        total = dense_parameter_count(dense) + (conv_parameter_count(conv) if conv else 0)
         check_memory(total)  # before allocating anything
-        self.conv = (PrunedRandomCNN(conv["spec"], conv["n"], conv["scales"], conv.get("construction", "iclr"))
-                     if conv else None)
+        self.conv = _conv_part(conv) if conv else None
         mods = []
         for layer in dense["layers"]:
             if layer["type"] == "flatten":
@@ -402,14 +421,33 @@ def _check_blob(blob: dict):
     conv = _json(blob, "conv")
     shapes: dict[str, tuple] = {}
     if conv is not None:
-        if not isinstance(conv, dict) or set(conv) != {"spec", "n", "scales", "construction"}:
-            raise ConstructionError("conv: expected null or an object with the keys construction, n, scales, spec")
+        keys = {"spec", "n", "scales", "construction"}
+        structured = isinstance(conv, dict) and conv.get("construction") == "structured"
+        if structured:
+            keys |= {"domain", "domains", "blocks"}
+        if isinstance(conv, dict) and conv.get("construction") not in ("iclr", "structured"):
+            raise ConstructionError(f"conv.construction: only iclr and structured conv parts are stored, got "
+                                    f"{conv.get('construction')!r:.40}")
+        if not isinstance(conv, dict) or set(conv) != keys:
+            raise ConstructionError(f"conv: expected null or an object with the keys {', '.join(sorted(keys))}")
         convs = check_layers_spec(conv["spec"])
         _int(conv["n"], "conv.n", 1, 1 << 20)
         _scales(conv["scales"], len(convs), "conv.scales")
-        if conv["construction"] != "iclr":
-            raise ConstructionError(f"conv.construction: only iclr conv parts are stored, got {conv['construction']!r:.40}")
-        shapes.update({f"conv.{k}": s for k, s in expected_state_shapes(conv["spec"], conv["n"]).items()})
+        if structured:
+            domains = conv["domains"]
+            if (not isinstance(domains, list) or len(domains) != len(convs)
+                    or any(d not in structured_cnn.BLOCK_DOMAINS for d in domains)):
+                raise ConstructionError(f"conv.domains: expected {len(convs)} values in "
+                                        f"{list(structured_cnn.BLOCK_DOMAINS)}, got {str(domains)[:80]}")
+            if conv["domain"] not in ("signed", "nonnegative", "auto"):
+                raise ConstructionError(f"conv.domain: expected signed, nonnegative or auto, got {conv['domain']!r:.80}")
+            if conv["blocks"] not in structured_cnn.BLOCKINGS:
+                raise ConstructionError(f"conv.blocks: expected one of {', '.join(structured_cnn.BLOCKINGS)}, got "
+                                        f"{conv['blocks']!r:.80}")
+            conv_shapes = structured_cnn.state_shapes(conv["spec"], conv["n"], conv["blocks"])
+        else:
+            conv_shapes = expected_state_shapes(conv["spec"], conv["n"])
+        shapes.update({f"conv.{k}": s for k, s in conv_shapes.items()})
     dense = _json(blob, "dense")
     check_dense_spec(dense)
     if conv is not None and dense["layers"] and dense["layers"][0]["type"] != "flatten":

@@ -1,5 +1,5 @@
 """The rfss construction (arXiv 2410.14754): dense layers by fixed-size subsets (exactly k of n per target entry),
-conv part by ICLR 2022; uniform density, effective form, compact form, files, refusals."""
+conv part by ICLR 2022 or by the structured construction (NeurIPS 2023, Theorem 3); uniform density, effective form, compact form, files, refusals."""
 import numpy as np
 import pytest
 import torch
@@ -11,6 +11,7 @@ from models.random_dense import PrunedRandomNet
 from pipelines.constructions import REGISTRY, construct, load_pruned
 from pipelines.constructions.dense_rfss import RfssConstruction
 from pipelines.constructions.iclr import IclrConstruction
+from pipelines.constructions.structured import StructuredConstruction
 from pipelines.verify import verify
 
 
@@ -140,9 +141,9 @@ def test_unsupported_targets_are_refused(bad, match):
         RfssConstruction(bad, 4)
 
 
-def test_structured_conv_part_is_refused_clearly():
-    with pytest.raises(ConstructionError, match="conv: .*iclr only"):
-        RfssConstruction(lenet_like(), 4, conv="structured")
+def test_unknown_conv_part_is_refused_clearly():
+    with pytest.raises(ConstructionError, match="^conv: .*iclr or structured, got 'other'$"):
+        RfssConstruction(lenet_like(), 4, conv="other")
 
 
 def test_files_round_trip_and_bad_files_are_refused(tmp_path):
@@ -254,3 +255,83 @@ def test_signed_certificate_holds_with_large_errors(tmp_path):
     c.network.save(tmp_path / "s.pt")
     h = load_pruned(tmp_path / "s.pt")
     assert RfssConstruction.attach(t, h).certify()["abs"] == c.certify()["abs"]
+
+
+# ----------------------------------------------------------------------------- structured conv part
+def conv_conv_target(seed=0):
+    """Conv directly after conv (the second structured block is signed under domain auto), then a ReLU, pooling and
+    a head whose first layer sees non-negative inputs; conv weights of size 1 so the MRSS keep something."""
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.Conv2d(1, 2, 2), nn.Conv2d(2, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(18, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for m in t:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_((1.0 if isinstance(m, nn.Conv2d) else 0.5) / m.weight.abs().max())
+                m.bias.mul_(0.5)
+    return t
+
+
+@pytest.mark.parametrize("domain,n_conv", [("auto", 10), ("signed", 10), ("auto", 5)])
+def test_structured_conv_part_composes_exactly(domain, n_conv):
+    t, X = conv_conv_target(1), images(12, seed=2)
+    c, info = construct(t, 6, "rfss", solver="exact", seed=4, k=2, conv="structured", n_conv=n_conv,
+                        conv_domain=domain)
+    assert info["statuses"].get("optimal") == info["instances"]
+    assert isinstance(c.conv_part, StructuredConstruction) and c.iclr is None
+    assert c.conv_part.domains == (["nonnegative", "signed"] if domain == "auto" else ["signed", "signed"])
+    g = c.network
+    # conv part: exactly the structured construction of the conv layers (same random values, same masks)
+    alone, _ = construct(nn.Sequential(*list(t)[:4]), n_conv, "structured", solver="exact", seed=4, domain=domain)
+    for a, b in zip(g.conv.state_dict().items(), alone.network.state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]), a[0]
+    assert g.parameter_counts()["conv_kept"] == alone.network.parameter_counts()["kept"] > 0
+    for b in g.blocks():  # the head: still exactly k of n per target entry
+        assert b.density() == 2 / 6
+    with torch.no_grad():
+        out = g(X)
+        torch.testing.assert_close(out, c.effective()(X), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g.compact()(X), out, rtol=1e-12, atol=1e-12)
+    # the certificate: conv layers as the structured construction certifies them, then the head
+    cert = c.certify()
+    for mine, theirs in zip(cert["layers"][:2], alone.certify()["layers"]):
+        assert mine["error_bound"] == pytest.approx(theirs["error_bound"], rel=1e-12)
+    assert cert["abs"] > cert["layers"][1]["error_bound"]
+    r = verify(t, g, X, restarts=3, steps=20, certificate=cert)
+    s = r["summary"]
+    assert s["ordered"] and 0 < s["empirical_abs"] <= s["adversarial_abs"] <= s["certified_abs"]
+
+
+def test_structured_conv_part_file_round_trip_and_checks(tmp_path):
+    t = conv_conv_target(2)
+    c, _ = construct(t, 5, "rfss", solver="exact", seed=1, k=3, conv="structured", n_conv=8, scale="auto")
+    c.network.save(tmp_path / "s.pt", extra={"conv": "structured"})
+    h = load_pruned(tmp_path / "s.pt")
+    assert isinstance(h, PrunedRandomNet) and type(h.conv).__name__ == "StructuredRandomCNN"
+    assert h.conv_spec["construction"] == "structured" and h.conv_spec["domains"] == ["nonnegative", "signed"]
+    X = images(5)
+    with torch.no_grad():
+        assert torch.equal(h(X), c.network(X)) and torch.equal(h.compact()(X), c.network.compact()(X))
+    again = RfssConstruction.attach(t, h)
+    assert isinstance(again.conv_part, StructuredConstruction)
+    assert again.certify()["abs"] == c.certify()["abs"] and again.lambdas == c.lambdas
+    blob = torch.load(tmp_path / "s.pt", weights_only=True)
+    for field, old, new, match in [("conv", '"blocks": "channel"', '"blocks": "diagonal"', "conv.blocks"),
+                                   ("conv", '"signed"]', '"both"]', "conv.domains"),
+                                   ("conv", '"construction": "structured"', '"construction": "lottery"',
+                                    "conv.construction"),
+                                   ("conv", '"n": 8', '"n": 9', "shape")]:
+        assert old in blob[field], (old, blob[field])
+        torch.save({**blob, field: blob[field].replace(old, new)}, tmp_path / "bad.pt")
+        with pytest.raises(ConstructionError, match=match):
+            load_pruned(tmp_path / "bad.pt")
+    bad = {**blob, "state_dict": dict(blob["state_dict"])}
+    key = next(k for k in bad["state_dict"] if k.startswith("conv.") and k.endswith("V.weight_mask"))
+    mask = bad["state_dict"][key].clone()
+    mask.view(-1)[0] = 0.5
+    bad["state_dict"][key] = mask
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ConstructionError, match="0 and 1"):
+        load_pruned(tmp_path / "bad.pt")
+    with pytest.raises(ConstructionError, match="receives possibly negative inputs"):  # structured's own check
+        RfssConstruction(t, 4, conv="structured", conv_domain="nonnegative")

@@ -113,9 +113,9 @@ def test_prune_rfss_flags_are_checked_before_any_work(tmp_path, target_file, cap
     assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--k", "0",
                  "--out", out]) == 2
     assert "--k" in capsys.readouterr().err
-    assert main(["prune", "--construction", "rfss", "--target", str(target_file), "--n", "4", "--conv", "structured",
+    assert main(["prune", "--construction", "iclr", "--target", str(target_file), "--n", "4", "--conv", "structured",
                  "--out", out]) == 2
-    assert "not implemented" in capsys.readouterr().err
+    assert "--conv: only the rfss construction takes it" in capsys.readouterr().err
     assert main(["prune", "--construction", "iclr", "--target", str(target_file), "--n", "4", "--n-conv", "3",
                  "--out", out]) == 2
     assert "--n-conv: only the rfss construction takes it" in capsys.readouterr().err
@@ -143,7 +143,8 @@ def test_prune_structured_pair_blocks_then_verify(tmp_path, target_file, capsys,
     assert "--blocks" in capsys.readouterr().err
 
 
-def test_prune_rfss_whole_network_then_verify(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("conv", ["iclr", "structured"])
+def test_prune_rfss_whole_network_then_verify(tmp_path, capsys, monkeypatch, conv):
     """The CLI path of a whole network (conv part ICLR + dense head RFSS) end to end with real solves, on a small
     LeNet-shaped model (the trained LeNet5 has 107,786 instances: too slow for a unit test)."""
     from torch import nn
@@ -165,14 +166,20 @@ def test_prune_rfss_whole_network_then_verify(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SLTH_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "whole.pt"
     assert main(["prune", "--construction", "rfss", "--target", "tiny", "--n", "6", "--k", "2", "--n-conv", "5",
-                 "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+                 "--conv", conv, "--solver", "exact", "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "(rfss)" in printed and f"{sum(p.numel() for p in tiny.parameters())} subset-sum instances" in printed
+    # instances: one per dense weight/bias; conv part: one per conv entry (iclr) or one MRSS per input channel
+    # (structured, domain auto: the single conv sees [0, 1] inputs, positive half-block only)
+    conv_instances = sum(p.numel() for p in tiny.features.parameters()) if conv == "iclr" else 1
+    instances = sum(p.numel() for p in tiny.classifier.parameters()) + conv_instances
+    assert "(rfss)" in printed and f"{instances} subset-sum instances" in printed
     assert "dense 1: 0.3333, dense 2: 0.3333" in printed  # exactly k/n = 2/6 per dense block
     from pipelines.constructions import load_pruned
 
     g = load_pruned(out)
-    assert g.k == 2 and g.n == 6 and g.conv_spec["n"] == 5 and g.extra["options"] == {"k": 2, "n_conv": 5}
+    assert g.k == 2 and g.n == 6 and g.conv_spec["n"] == 5 and g.conv_spec["construction"] == conv
+    assert g.extra["options"] == {"k": 2, "n_conv": 5, "conv": conv}
+    assert type(g.conv).__name__ == ("PrunedRandomCNN" if conv == "iclr" else "StructuredRandomCNN")
     assert main(["verify", str(out), "--dataset", "none", "--restarts", "2", "--steps", "3", "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["ordered"] is True and 0 < s["adversarial_abs"] <= s["certified_abs"]

@@ -40,8 +40,10 @@ def add_arguments(p) -> None:
                    help="structured: fixed subset size per MRSS instance (Theorem 5's |S| = k); rfss: exactly k of the n "
                         "samples per dense weight (RFSS, uniform density k/n, 1 <= k <= n); default free (RSS)")
     p.add_argument("--conv", default=None, choices=["iclr", "structured"],
-                   help="rfss only: construction of the conv part of the whole LeNet5 (the dense head is rfss's); "
-                        "only iclr is built, structured is refused; default iclr")
+                   help="rfss only: construction of the conv part of the whole LeNet5 (the dense head is rfss's): "
+                        "iclr (RSS per conv entry, random values of --dist) or structured (Theorem 3 of NeurIPS 2023 "
+                        "with its own defaults: domain auto, blocks channel, free subset size, normal random "
+                        "values; --n-conv channels per half-block); default iclr")
     p.add_argument("--n-conv", type=sample_size, default=None,
                    help="rfss only: random samples per conv entry of the conv part (default: --n)")
     p.add_argument("--blocks", default=None, choices=["channel", "pair"],
@@ -74,8 +76,6 @@ def run(args) -> int:
             options[name] = value
     if args.construction == "rfss" and args.k is not None and args.k > args.n:
         raise CliError(f"--k: the subset size must satisfy 1 <= k <= n = {args.n}, got {args.k}")
-    if args.conv == "structured":
-        raise CliError("--conv: the structured conv part of the rfss construction is not implemented; use --conv iclr")
     g, info = prune(args.target, args.n, construction=args.construction, solver=args.solver, out=out, seed=args.seed,
                     dist=args.dist, scale=scale, n_jobs=args.n_jobs, time_limit=args.time_limit,
                     progress=not args.quiet, **options)
@@ -85,7 +85,7 @@ def run(args) -> int:
           f"target's {info['target']}), {info['kept']} kept; {info['instances']} subset-sum instances ({info['statuses']}), "
           f"max entry residual {info['residuals'].max():.3e} (scaled units); saved to {args.out}")
     if "densities" in info:
-        print("density per block (conv: U's mask, dense: V's mask): " + ", ".join(
+        print("density per block (conv: U's mask for iclr, V's for structured; dense: V's mask): " + ", ".join(
             f"{d['kind']} {d['block']}: {d['mask_density']:.4f}" for d in info["densities"]))
     if "domain_summary" in info:
         print(info["domain_summary"])

@@ -24,9 +24,18 @@ n kept in each of the two groups.
 
 Convolutional part. A target may start with the convolutional layers of a CNN (Conv2d / ReLU /
 MaxPool2d), then ``nn.Flatten`` and the dense head (the whole LeNet5: ``nn.Sequential(*model.features,
-*model.classifier)``). The conv part is the ICLR 2022 construction (:class:`IclrConstruction`, plain RSS,
-``n_conv`` samples per entry, default n); the head is the dense construction above. One pruned random
-network (:class:`models.random_dense.PrunedRandomNet`), one list of subproblems, one certificate.
+*model.classifier)``). The conv part is built by ``conv``: ``"iclr"`` (default), the ICLR 2022
+construction (:class:`IclrConstruction`, plain RSS, ``n_conv`` samples per entry, default n, random
+values of ``dist``), or ``"structured"``, Theorem 3 of NeurIPS 2023 (:class:`StructuredConstruction`: V
+1x1 -> ReLU -> U per conv, filter removal by one MRSS per input channel and half-block, ``n_conv``
+channels per half-block; its own options ``conv_domain`` (default auto), ``conv_blocks`` (default channel),
+``conv_k`` (default free size) and ``conv_dist`` (default normal, Theorem 3's), its own seeds
+``[seed, block, 2023]``). The head is the dense construction above. One pruned random network
+(:class:`models.random_dense.PrunedRandomNet`), one list of subproblems (conv part first), one certificate:
+:func:`pipelines.verify.certified` over conv and dense layers together, the conv part entering with its own
+effective kernels in the target's units (a structured block whose input may be negative as the sign-split
+pair (L+, L-), the same inequality as :func:`pipelines.constructions.structured.certified_split`), so the
+error bound e, ||x|| and ||x~|| leaving the conv part are what the head's propagation starts from.
 
 Scaling (:mod:`pipelines.constructions.base`): the conv part scales as the ICLR construction does; the head
 approximates (W_d / lambda_d, b_d / Lambda_d) with its own cumulative products and multiplies its output by
@@ -45,13 +54,15 @@ from torch import nn
 
 from models.random_cnn import ConstructionError
 from models.random_dense import PrunedRandomNet, SignSplitLinear
+from models.structured_cnn import SignSplitConv2d
 from models.random_tensors import random_tensor
 
 from ..verify import certified
 from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale
 from .iclr import IclrConstruction, _layers_spec
+from .structured import StructuredConstruction
 
-CONV_CONSTRUCTIONS = ("iclr",)
+CONV_CONSTRUCTIONS = ("iclr", "structured")
 
 
 def check_k(k, n: int):
@@ -97,11 +108,12 @@ def _signed_flags(layers: list[nn.Module]) -> list[bool]:
 
 
 class RfssConstruction(Construction):
-    """Dense layers by fixed-size (RFSS) or free (RSS) subsets of a two-layer random block; conv part by ICLR."""
+    """Dense layers by fixed-size (RFSS) or free (RSS) subsets of a two-layer random block; conv part by ICLR
+    or by the structured construction (Theorem 3)."""
 
     name = "rfss"
     description = ("arXiv 2410.14754: dense layers by a fan-out/V random block, one RFSS (exactly k of n, uniform "
-                   "density k/n) or RSS (k none) per weight; conv part by ICLR 2022")
+                   "density k/n) or RSS (k none) per weight; conv part by ICLR 2022 or structured (Thm 3)")
     LAYERS = LayerOptions({**IclrConstruction.LAYERS.allowed,
                            nn.Flatten: {"start_dim": (1,), "end_dim": (-1,)},
                            nn.Linear: {}})
@@ -109,33 +121,44 @@ class RfssConstruction(Construction):
     RANDOM_TAG = 2410  # rng = default_rng([seed, dense block, RANDOM_TAG])
 
     def __init__(self, target: nn.Sequential, n: int, seed: int = 0, dist: str = "uniform", scale="none",
-                 k=None, conv: str = "iclr", n_conv: int | None = None):
+                 k=None, conv: str = "iclr", n_conv: int | None = None, conv_domain: str = "auto",
+                 conv_blocks: str = "channel", conv_k: int | None = None, conv_dist: str | None = None):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConstructionError(f"n: samples per target entry must be a positive integer, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
             raise ConstructionError(f"seed: expected an integer in [0, 2^63), got {seed!r}")
         self.k = check_k(k, int(n))
         if conv not in CONV_CONSTRUCTIONS:
-            raise ConstructionError(f"conv: the conv part of the rfss construction is built by {', '.join(CONV_CONSTRUCTIONS)} "
-                                    f"only, got {conv!r} (the structured conv part is not implemented)")
-        self.conv_layers, self.head_layers = self.check_target(target)
+            raise ConstructionError(f"conv: the conv part of the rfss construction is built by "
+                                    f"{' or '.join(CONV_CONSTRUCTIONS)}, got {conv!r:.40}")
+        self.conv_layers, self.head_layers = self.check_target(target, conv, conv_domain)
         self.layers = self.conv_layers + self.head_layers
         self.target = target
         self.n, self.seed, self.dist = int(n), int(seed), dist
         self.n_conv = int(n_conv) if n_conv is not None else self.n
         self.scale = parse_scale(scale)
-        self.iclr = (IclrConstruction(nn.Sequential(*self.conv_layers), self.n_conv, seed=self.seed, dist=dist,
-                                      scale=scale) if self.conv_layers else None)
+        self.conv = conv
+        self.conv_part = None
+        if self.conv_layers and conv == "structured":
+            self.conv_part = StructuredConstruction(nn.Sequential(*self.conv_layers), self.n_conv, seed=self.seed,
+                                                    dist=conv_dist or "normal", scale=scale, domain=conv_domain,
+                                                    k=conv_k, blocks=conv_blocks)
+        elif self.conv_layers:
+            self.conv_part = IclrConstruction(nn.Sequential(*self.conv_layers), self.n_conv, seed=self.seed,
+                                              dist=conv_dist or dist, scale=scale)
         conv_spec = None
-        if self.iclr is not None:
+        if self.conv_part is not None:
             conv_spec = {"spec": _layers_spec(self.conv_layers), "n": self.n_conv,
-                         "scales": list(self.iclr.lambdas), "construction": "iclr"}
+                         "scales": list(self.conv_part.lambdas), "construction": conv}
+            if conv == "structured":
+                conv_spec.update(domain=self.conv_part.domain, domains=list(self.conv_part.domains),
+                                 blocks=self.conv_part.blocks)
         dense = {"layers": self._head_spec(self.conv_layers, self.head_layers), "n": self.n, "k": self.k,
                  "scales": [1.0] * len(self.linears())}
         network = PrunedRandomNet(conv_spec, dense, construction=self.name).double()
-        if self.iclr is not None:
-            network.conv.load_state_dict(self.iclr.network.state_dict())
-            self.iclr.network = network.conv
+        if self.conv_part is not None:  # the conv part's random values, a-priori masks, biases and output scale
+            network.conv.load_state_dict(self.conv_part.network.state_dict())
+            self.conv_part.network = network.conv
         with torch.no_grad():
             for bi, b in enumerate(network.blocks()):
                 rng = np.random.default_rng([self.seed, bi, self.RANDOM_TAG])
@@ -153,9 +176,11 @@ class RfssConstruction(Construction):
 
     # ------------------------------------------------------------------ target
     @classmethod
-    def check_target(cls, target: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    def check_target(cls, target: nn.Module, conv: str = "iclr",
+                     conv_domain: str = "auto") -> tuple[list[nn.Module], list[nn.Module]]:
         """(conv part, head) of a validated target: ``nn.Sequential`` of Conv2d / ReLU / MaxPool2d layers (checked
-        by the ICLR construction), then optionally Flatten and Linear / ReLU layers with finite weights."""
+        by the conv part's construction, ``conv``: ICLR, or structured on ``conv_domain``), then optionally
+        Flatten and Linear / ReLU layers with finite weights."""
         if not isinstance(target, nn.Sequential):
             raise ConstructionError(f"target: expected an nn.Sequential of Conv2d/ReLU/MaxPool2d/Flatten/Linear, got "
                                     f"{type(target).__name__}")
@@ -163,7 +188,7 @@ class RfssConstruction(Construction):
         if not layers:
             raise ConstructionError("target: the nn.Sequential is empty")
         split = next((i for i, m in enumerate(layers) if isinstance(m, (nn.Flatten, nn.Linear))), len(layers))
-        conv, head = layers[:split], layers[split:]
+        conv_layers, head = layers[:split], layers[split:]
         for i, m in enumerate(layers):
             cls.LAYERS.check(i, m, cls.name)
             if i >= split and not isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)):
@@ -175,11 +200,18 @@ class RfssConstruction(Construction):
                 for name, p in (("weight", m.weight), ("bias", m.bias)):
                     if p is not None and not torch.isfinite(p).all():
                         raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
-        if conv and head and not isinstance(head[0], nn.Flatten):
+        if conv_layers and head and not isinstance(head[0], nn.Flatten):
             raise ConstructionError(f"target[{split}]: put an nn.Flatten between the convolutions and the first Linear")
-        if conv:
-            IclrConstruction.check_target(nn.Sequential(*conv))
-        return conv, head
+        if conv_layers and conv == "structured":
+            StructuredConstruction.check_target(nn.Sequential(*conv_layers), conv_domain)
+        elif conv_layers:
+            IclrConstruction.check_target(nn.Sequential(*conv_layers))
+        return conv_layers, head
+
+    @property
+    def iclr(self):
+        """The conv part when it is the ICLR construction (else None)."""
+        return self.conv_part if isinstance(self.conv_part, IclrConstruction) else None
 
     @staticmethod
     def _head_spec(conv: list[nn.Module], head: list[nn.Module]) -> list[dict]:
@@ -194,14 +226,15 @@ class RfssConstruction(Construction):
 
     @property
     def lambdas(self) -> list[float]:
-        return (list(self.iclr.lambdas) if self.iclr is not None else []) + list(self.dense_lambdas)
+        return (list(self.conv_part.lambdas) if self.conv_part is not None else []) + list(self.dense_lambdas)
 
     @property
     def scaling_info(self) -> dict:
-        return {"conv": dict(self.iclr.scaling_info) if self.iclr is not None else None, "dense": self.dense_scaling}
+        return {"conv": dict(self.conv_part.scaling_info) if self.conv_part is not None else None,
+                "dense": self.dense_scaling}
 
     def conv_blocks(self) -> int:
-        return len(self.iclr.convs()) if self.iclr is not None else 0
+        return len(self.conv_part.convs()) if self.conv_part is not None else 0
 
     # ------------------------------------------------------------------ candidates and scaling
     def _candidates(self, di: int):
@@ -256,12 +289,13 @@ class RfssConstruction(Construction):
 
     # ------------------------------------------------------------------ subproblems and masks
     def subproblems(self) -> list[Subproblem]:
-        """The conv part's (ICLR) subproblems, then per dense block one instance per target weight (row-major,
+        """The conv part's subproblems (ICLR: one RSS per conv entry; structured: one MRSS per input channel and
+        half-block), then per dense block one instance per target weight (row-major,
         entry (j, i)), for a signed block one more per weight (kind ``weight-``: the negative half, target
         -W[j, i]), then one per bias (entry (j,)); RFSS with cardinality k, RSS without."""
         import milp
 
-        out = list(self.iclr.subproblems()) if self.iclr is not None else []
+        out = list(self.conv_part.subproblems()) if self.conv_part is not None else []
         nc, n = self.conv_blocks(), self.n
         for di, (lam, cum) in enumerate(zip(self.dense_lambdas, cumulative(self.dense_lambdas))):
             W, bias, cw, cb, cn = self._candidates(di)
@@ -288,15 +322,15 @@ class RfssConstruction(Construction):
         return out
 
     def apply(self, solutions, subproblems: list[Subproblem] | None = None) -> None:
-        """Conv part: the ICLR masks. Dense block: V's mask is 1 exactly on the chosen (j, unit) pairs (k per
+        """Conv part: its own construction's masks. Dense block: V's mask is 1 exactly on the chosen (j, unit) pairs (k per
         group with RFSS); an unsolved instance keeps nothing in its group (value 0)."""
         subs = subproblems if subproblems is not None else self.subproblems()
         if len(solutions) != len(subs):
             raise ValueError(f"apply: {len(solutions)} solutions for {len(subs)} subproblems")
         nc = self.conv_blocks()
         conv = [(sp, s) for sp, s in zip(subs, solutions) if sp.layer < nc]
-        if self.iclr is not None:
-            self.iclr.apply([s for _, s in conv], [sp for sp, _ in conv])
+        if self.conv_part is not None:
+            self.conv_part.apply([s for _, s in conv], [sp for sp, _ in conv])
         masks = [torch.zeros_like(b.V.weight_mask) for b in self.network.blocks()]
         for sp, sol in zip(subs, solutions):
             if sp.layer < nc or sol is None or sp.instance is None or not getattr(sol, "found", False):
@@ -309,12 +343,21 @@ class RfssConstruction(Construction):
     # ------------------------------------------------------------------ views and certificate
     def effective_weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per weighted layer (convs, then linears), what the pruned network computes in its place, in the
-        target's units: the conv part's ICLR effective kernels, and (lambda_d L_d, Lambda_d c_d) per dense block."""
-        out = list(self.iclr.effective_weights()) if self.iclr is not None else []
+        target's units: the conv part's effective kernels (ICLR: (lambda L, Lambda c); structured: (lambda L+,
+        Lambda c) for a nonnegative block, ((lambda L+, lambda L-), Lambda c) for a signed one), and
+        (lambda_d L_d, Lambda_d c_d) per dense block (signed: ((L+, L-), c))."""
+        out = self._conv_effective()
         for (L, c), lam, cum in zip(self.network.block_products(), self.dense_lambdas, cumulative(self.dense_lambdas)):
             L = (L[0] * lam, L[1] * lam) if isinstance(L, tuple) else L * lam  # signed: (L+, L-)
             out.append((L, None if c is None else c * cum))
         return out
+
+    def _conv_effective(self) -> list:
+        if self.conv_part is None:
+            return []
+        if isinstance(self.conv_part, StructuredConstruction):
+            return [(Lp if Lm is None else (Lp, Lm), c) for Lp, Lm, c in self.conv_part.effective_kernels()]
+        return list(self.conv_part.effective_weights())
 
     def effective(self) -> nn.Sequential:
         """The target's architecture with every conv and linear replaced by its effective weights: an independent
@@ -326,7 +369,8 @@ class RfssConstruction(Construction):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     L, c = next(eff)
                     if isinstance(L, tuple):  # a signed block: x -> L+ relu(x) + L- relu(-x) + c
-                        net[pos] = SignSplitLinear(L[0], L[1], c)
+                        net[pos] = (SignSplitLinear(L[0], L[1], c) if isinstance(m, nn.Linear)
+                                    else SignSplitConv2d(L[0], L[1], c, m.stride, m.padding))
                         continue
                     m.weight.copy_(L)
                     if m.bias is not None:
@@ -336,12 +380,15 @@ class RfssConstruction(Construction):
         return net.eval()
 
     def densities(self) -> list[dict]:
-        """Per random block: which layer, the density of its pruned layer (conv: U's mask; dense: V's mask,
-        exactly k/n with RFSS) and the kept share of all its random parameters."""
+        """Per random block: which layer, the density of its pruned layer (ICLR conv: U's mask; structured conv:
+        V's mask, i.e. the share of its possible filter entries kept; dense: V's mask, exactly k/n with RFSS) and
+        the kept share of all its random parameters."""
         out = []
-        if self.iclr is not None:
+        if self.conv_part is not None:
+            which = "V" if isinstance(self.conv_part, StructuredConstruction) else "U"
             for bi, b in enumerate(self.network.conv.blocks()):
-                out.append({"block": bi, "kind": "conv", "mask_density": float(b.U.weight_mask.mean())})
+                out.append({"block": bi, "kind": "conv",
+                            "mask_density": float(getattr(b, which).weight_mask.double().mean())})
         counts = self.network.parameter_counts()["dense_layers"]
         for di, (b, c) in enumerate(zip(self.network.blocks(), counts)):
             out.append({"block": self.conv_blocks() + di, "kind": "dense", "mask_density": b.density(),
@@ -351,7 +398,10 @@ class RfssConstruction(Construction):
     def certify(self, input_bound: float = 1.0) -> dict:
         """Certified sup-norm bound over [0, input_bound]^{...} (:func:`pipelines.verify.certified`: the ICLR
         Appendix B propagation, with ||W_j - L_j||_1 per output row for the dense layers, Flatten and ReLU
-        1-Lipschitz) on the effective weights in the target's units."""
+        1-Lipschitz) on the effective weights in the target's units, conv part and head in one pass (a signed
+        layer, conv or dense, with the sign-split norms). For a structured conv part with only nonnegative
+        blocks this is, up to the conv layers, exactly :meth:`StructuredConstruction.certify`; with signed
+        blocks its :func:`certified_split` (the same formulas)."""
         cert = certified(self.layers, self.effective_weights(), input_bound)
         cert["lambdas"] = list(self.lambdas)
         return cert
@@ -359,10 +409,12 @@ class RfssConstruction(Construction):
     @classmethod
     def attach(cls, target: nn.Sequential, network: PrunedRandomNet) -> "RfssConstruction":
         """The construction around a pruned network read from a file; refuses one built for another target."""
-        conv, head = cls.check_target(target)
         if not isinstance(network, PrunedRandomNet) or network.construction != cls.name:
             raise ConstructionError(f"pruned network: built by construction {getattr(network, 'construction', '?')!r}, "
                                     f"not {cls.name!r}")
+        kind = network.conv_spec.get("construction", "iclr") if network.conv_spec else "iclr"
+        conv, head = cls.check_target(target, kind, network.conv_spec.get("domain", "auto") if network.conv_spec
+                                      else "auto")
         want_conv = _layers_spec(conv) if conv else None
         have_conv = network.conv_spec["spec"] if network.conv_spec else None
         if (json.loads(json.dumps(want_conv)) != json.loads(json.dumps(have_conv))
@@ -375,7 +427,9 @@ class RfssConstruction(Construction):
         self.n, self.k, self.seed, self.dist = network.n, network.k, None, None
         self.n_conv = network.conv_spec["n"] if network.conv_spec else None
         self.scale = "fixed"
-        self.iclr = IclrConstruction.attach(nn.Sequential(*conv), network.conv) if conv else None
+        self.conv = network.conv_spec.get("construction", "iclr") if network.conv_spec else None
+        part = StructuredConstruction if self.conv == "structured" else IclrConstruction
+        self.conv_part = part.attach(nn.Sequential(*conv), network.conv) if conv else None
         self.dense_lambdas = list(network.scales)
         self.dense_scaling = {"mode": "from file"}
         return self

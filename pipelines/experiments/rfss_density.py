@@ -10,7 +10,15 @@ Three stages, per data set (the cached trained LeNet5 of :mod:`pipelines.targets
 
 1. ``head``: the whole dense head (784 -> 120 -> 84 -> 10: 105,214 weights and biases) replaced by its pruned
    random head, n samples per entry, for every k of ``ks`` (RFSS, density k/n) and plain RSS (free subset
-   size, ``rss=True``) at the same n. The conv part stays the trained one: the head's inputs are the trained
+   size, ``rss=True``) at the same n, and for every k plain RSS matched to it (``rss_matched=True``, method
+   ``rss-matched``): free subsets over n' = 2k samples per entry. Matching: RSS over m samples keeps m/2 of
+   them on average, so RSS over 2k samples keeps about k per entry, the kept parameters of RFSS(n, k); put
+   into the n-sample network of RFSS (its other n - 2k samples per entry pruned a priori, same random
+   distribution) its V mask has the average density k/n. So RFSS(n, k) and RSS(2k) compare the same
+   average density and the same kept parameters; they differ in what the subset may be (exactly k of n,
+   against any subset of a fixed 2k) and RSS(2k) draws fewer random parameters. Reported ``density`` for
+   these rows: the kept V entries over the V entries of the n-sample network (the embedded density);
+   ``measured_density``: over its own 2k-sample network. The conv part stays the trained one: the head's inputs are the trained
    conv features of the test images. Measured: max relative weight error (per tensor max|W - L| / max|W|, max
    over the six tensors, the ICLR Figure 3 metric), residual quantiles, logits error (per image max over the
    10 logits, max over the test set; relative per image: / max |f(x)|), accuracy, kept and random
@@ -61,6 +69,7 @@ class Config(ExperimentConfig):
     n: int = 24
     ks: tuple = (1, 3, 6, 12)
     rss: bool = True
+    rss_matched: bool = True
     tradeoff_ns: tuple = (8, 16, 24, 32)
     tradeoff_densities: tuple = (0.125, 0.25, 0.375, 0.5)
     whole: tuple = ((24, 6), (24, 12))
@@ -95,6 +104,14 @@ class Config(ExperimentConfig):
             if not 1 <= k <= n <= 44:
                 raise RfssDensityError(f"whole: pairs (n, k) with 1 <= k <= n <= 44, got {(n, k)}")
         self._set("whole", whole)
+
+
+def matched_ks(config: "Config") -> list[int]:
+    """The k of ``ks`` that get an RSS point over 2k samples (exact meet in the middle: 2k <= 44; with
+    ``rss`` the k = n/2 point is the plain RSS row itself, not repeated)."""
+    if not config.rss_matched:
+        return []
+    return [k for k in config.ks if 2 * k <= 44 and not (config.rss and 2 * k == config.n)]
 
 
 def tradeoff_k(n: int, density: float) -> int:
@@ -214,7 +231,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     t_all = time.perf_counter()
     stages: dict[str, float] = {}
     head_rows, trade_rows, whole_rows = [], [], []
-    methods = [("rfss", k) for k in config.ks] + ([("rss", None)] if config.rss else [])
+    methods = ([("rfss", k) for k in config.ks] + ([("rss", None)] if config.rss else [])
+               + [("rss-matched", k) for k in matched_ks(config)])
     steps_total = len(config.datasets) * (len(methods) + 1 + len(config.whole))
     steps_done = 0
 
@@ -228,7 +246,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             print(f"[{NAME}] {steps_done}/{steps_total} {name}: {text} ({seconds:.1f} s; elapsed {el / 60:.1f} min, "
                   f"ETA {eta / 60:.1f} min)", flush=True)
 
-    dens = sum_densities(max(max(config.tradeoff_ns), config.n))
+    dens = sum_densities(max(max(config.tradeoff_ns), config.n, *(2 * k for k in matched_ks(config))))
     for dataset in config.datasets:
         ensure_trained_lenet5([dataset], config.epochs, config.seed, data_dir=data_dir, progress=progress)
         model, _ = get_trained_lenet5(dataset, epochs=config.epochs, seed=config.seed, data_dir=data_dir,
@@ -245,18 +263,27 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
         # ---- stage 1: the head at density k/n, and RSS
         for method, k in methods:
             t0 = time.perf_counter()
-            c = RfssConstruction(head, config.n, seed=config.seed, k=k)
+            n_own = 2 * k if method == "rss-matched" else config.n
+            c = RfssConstruction(head, n_own, seed=config.seed, k=None if method == "rss-matched" else k)
             info = _solve(c, config, store, n_jobs)
             res = info["residuals"]
-            targets = np.array([sp.target for sp in c.subproblems()])
+            subs = c.subproblems()
+            targets = np.array([sp.target for sp in subs])
             with torch.no_grad():
                 g_out = c.network.compact()(F)
             counts = c.network.parameter_counts()
             V_ones = sum(int(b.V.weight_mask.sum()) for b in c.network.blocks())
             V_all = sum(b.V.weight_mask.numel() for b in c.network.blocks())
-            theory = counting_median(targets, config.n, k, dens)
-            row = {"dataset": dataset, "method": method, "n": config.n, "k": k if k is not None else "",
-                   "density": (k / config.n) if k is not None else V_ones / V_all, "measured_density": V_ones / V_all,
+            if method == "rss-matched":  # V's entries scale with n: the n-sample network has V_all n / n_own
+                theory = counting_median(targets, n_own, None, dens)
+                density = V_ones / (V_all * config.n / n_own)
+            else:
+                theory = counting_median(targets, config.n, k, dens)
+                density = (k / config.n) if k is not None else V_ones / V_all
+            row = {"dataset": dataset, "method": method, "n": n_own, "k": k if method == "rfss" else "",
+                   "matched_k": k if method == "rss-matched" else "",
+                   "density": density, "measured_density": V_ones / V_all,
+                   "kept_per_entry": V_ones / info["instances"],
                    "instances": info["instances"], "optimal": info["statuses"].get("optimal", 0),
                    "max_residual": float(res.max()), "median_residual": float(np.median(res)),
                    "p99_residual": float(np.quantile(res, 0.99)), "share_above_1e-3": float((res > 1e-3).mean()),
@@ -267,10 +294,11 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                    "kept_V": V_ones, "target_params": target_params,
                    "solver_seconds": round(info["seconds"], 2), "wall_seconds": round(time.perf_counter() - t0, 2)}
             worst = int(np.argmax(res))
-            sp = c.subproblems()[worst]
+            sp = subs[worst]
             row["worst_entry"] = f"layer {sp.layer} {sp.kind} {sp.entry} target {sp.target:.4g}"
             head_rows.append(row)
-            stage(f"{dataset} head {method} k={k if k is not None else 'free'}", time.perf_counter() - t0,
+            label = f"n'={n_own} (matched to k={k})" if method == "rss-matched" else f"k={k if k is not None else 'free'}"
+            stage(f"{dataset} head {method} {label}", time.perf_counter() - t0,
                   f"median residual {row['median_residual']:.2e}, max rel weight error {row['max_rel_weight_error']:.2e}, "
                   f"logits error {row['logits_err_abs']:.2e}, accuracy {100 * row['accuracy']:.2f}% "
                   f"(target {100 * row['target_accuracy']:.2f}%)")
@@ -338,4 +366,5 @@ def rewrite_report(out) -> None:
     rewrite(out)
 
 
-__all__ = ["NAME", "DESCRIPTION", "Config", "run", "rewrite_report", "counting_median", "sum_densities", "tradeoff_k"]
+__all__ = ["NAME", "DESCRIPTION", "Config", "run", "rewrite_report", "counting_median", "sum_densities", "tradeoff_k",
+           "matched_ks"]

@@ -59,6 +59,9 @@ def _figures(head: list[dict], trade: list[dict], out: Path) -> list[str]:
         col = colors.get(ds, "k")
         rf = sorted([r for r in head if r["dataset"] == ds and r["method"] == "rfss"], key=lambda r: _f(r["density"]))
         rs = [r for r in head if r["dataset"] == ds and r["method"] == "rss"]
+        rm = sorted([r for r in head if r["dataset"] == ds and r["method"] == "rss-matched"],
+                    key=lambda r: _f(r["density"]))
+        xm = [_f(r["density"]) for r in rm]
         x = [_f(r["density"]) for r in rf]
         ax = axes[0, 0]
         ax.semilogy(x, [_f(r["median_residual"]) for r in rf], "o-", color=col, label=f"{ds}: median residual (RFSS)")
@@ -68,28 +71,42 @@ def _figures(head: list[dict], trade: list[dict], out: Path) -> list[str]:
         for r in rs:
             ax.semilogy([_f(r["density"])], [_f(r["median_residual"])], "*", ms=13, color=col, label=f"{ds}: RSS (free size)")
             ax.semilogy([_f(r["density"])], [_f(r["max_rel_weight_error"])], "P", ms=10, color=col, alpha=0.6)
+        if rm:
+            ax.semilogy(xm, [_f(r["median_residual"]) for r in rm], "v-.", ms=8, color=col, mfc="none",
+                        label=f"{ds}: RSS over 2k samples (same density, same kept)")
         ax = axes[0, 1]
         ax.semilogy(x, [_f(r["logits_err_abs"]) for r in rf], "o-", color=col, label=f"{ds}: max |f - g| (logits)")
         ax.semilogy(x, [_f(r["logits_err_rel"]) for r in rf], "s--", color=col, alpha=0.6, label=f"{ds}: relative per image")
         for r in rs:
             ax.semilogy([_f(r["density"])], [_f(r["logits_err_abs"])], "*", ms=13, color=col)
+        if rm:
+            ax.semilogy(xm, [_f(r["logits_err_abs"]) for r in rm], "v-.", ms=8, color=col, mfc="none",
+                        label=f"{ds}: RSS over 2k samples")
         ax = axes[1, 0]
         ax.plot(x, [100 * _f(r["accuracy"]) for r in rf], "o-", color=col, label=f"{ds}: pruned random head")
         if rf:
             ax.axhline(100 * _f(rf[0]["target_accuracy"]), color=col, ls=":", label=f"{ds}: trained target")
         for r in rs:
             ax.plot([_f(r["density"])], [100 * _f(r["accuracy"])], "*", ms=13, color=col)
+        if rm:
+            ax.plot(xm, [100 * _f(r["accuracy"]) for r in rm], "v-.", ms=8, color=col, mfc="none",
+                    label=f"{ds}: RSS over 2k samples")
         ax = axes[1, 1]
         ax.semilogy(x, [_f(r["kept_params"]) for r in rf], "o-", color=col, label=f"{ds}: kept (RFSS)")
         for r in rs:
             ax.semilogy([_f(r["density"])], [_f(r["kept_params"])], "*", ms=13, color=col, label=f"{ds}: kept (RSS)")
+        if rm:
+            ax.semilogy(xm, [_f(r["kept_params"]) for r in rm], "v-.", ms=8, color=col, mfc="none",
+                        label=f"{ds}: kept (RSS over 2k)")
+            ax.semilogy(xm, [_f(r["random_params"]) for r in rm], "1:", ms=10, color=col,
+                        label=f"{ds}: random (RSS over 2k)")
         if rf:
             ax.axhline(_f(rf[0]["target_params"]), color="gray", ls=":", label="target head parameters")
             ax.axhline(_f(rf[0]["random_params"]), color="gray", ls="--", label="random head parameters")
     titles = ["entry errors (dense head)", "logits error over the test set", "test accuracy (%)", "parameters"]
     for ax, t in zip(axes.flat, titles):
         ax.set_title(t)
-        ax.set_xlabel("density k/n of V's mask (RSS: measured)")
+        ax.set_xlabel("density k/n of V's mask (RSS: measured; RSS over 2k: in the n-sample network)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"RFSS tickets of the trained LeNet5 dense head, n = {head[0]['n'] if head else '?'}")
@@ -163,6 +180,22 @@ def _findings(head: list[dict], trade: list[dict]) -> list[str]:
                        f"{_f(rss[0]['median_residual']):.2e}, RFSS at k = n/2 {_f(half[0]['median_residual']):.2e}: "
                        f"ratio {_f(half[0]['median_residual']) / _f(rss[0]['median_residual']):.1f}, against "
                        f"2^n / C(n, n/2) = {2 ** n / math.comb(n, n // 2):.1f} subsets (counting).")
+        for m in [r for r in head if r["dataset"] == ds and r["method"] == "rss-matched"]:
+            k = int(_f(m["matched_k"]))
+            twin = [r for r in rows if str(r["k"]) == str(k)]
+            if not twin:
+                continue
+            r = twin[0]
+            nn = int(r["n"])
+            out.append(f"- {ds}, k = {k}: RSS over 2k = {2 * k} samples (free size; density {_f(m['density']):.4f} in "
+                       f"the n = {nn} network, {_f(m['kept_per_entry']):.2f} kept per entry, "
+                       f"{int(_f(m['kept_params'])):,} kept / {int(_f(m['random_params'])):,} random) against RFSS(n = {nn}, "
+                       f"k = {k}) ({int(_f(r['kept_params'])):,} kept / {int(_f(r['random_params'])):,} random): median "
+                       f"residual {_f(m['median_residual']):.2e} vs {_f(r['median_residual']):.2e} (ratio "
+                       f"{_f(m['median_residual']) / _f(r['median_residual']):.3g}; subsets 2^{2 * k} = "
+                       f"{2 ** (2 * k):.3g} vs C({nn}, {k}) = {math.comb(nn, k):.3g}), logits error "
+                       f"{_f(m['logits_err_abs']):.2e} vs {_f(r['logits_err_abs']):.2e}, accuracy "
+                       f"{100 * _f(m['accuracy']):.2f}% vs {100 * _f(r['accuracy']):.2f}%.")
         worst = max(rows, key=lambda r: _f(r["max_residual"]), default=None)
         if worst:
             out.append(f"- {ds}: the largest residuals (up to {_f(worst['max_residual']):.2f}, k = {worst['k']}) come "
@@ -186,12 +219,13 @@ def _report(head, trade, whole, summary, out: Path) -> str:
              "in the middle with the cardinality row (proven optima). The conv part stays the trained one in "
              "the head stage: the head's inputs are the trained conv features of the 10,000 test images.", "",
              "## Dense head against density k/n", "",
-             "| data set | method | k | density | median residual | counting estimate | max residual | max rel. weight error | "
+             "| data set | method | n | k | density | median residual | counting estimate | max residual | max rel. weight error | "
              "logits error (max abs) | logits error (rel., per image) | accuracy | target acc. | kept params | random params | "
              "certified head bound | optimal / instances | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in head:
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['k'] or 'free'} | {_fmt(r['density'], '.4f')} | "
+        kk = r["k"] or ("free (~" + str(r["matched_k"]) + ")" if r.get("matched_k") else "free")
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['n']} | {kk} | {_fmt(r['density'], '.4f')} | "
                      f"{_fmt(r['median_residual'], '.2e')} | {_fmt(r['counting_median'], '.2e')} | {_fmt(r['max_residual'], '.2e')} | "
                      f"{_fmt(r['max_rel_weight_error'], '.2e')} | {_fmt(r['logits_err_abs'], '.2e')} | "
                      f"{_fmt(r['logits_err_rel'], '.2e')} | {100 * _f(r['accuracy']):.2f}% | "
@@ -199,10 +233,17 @@ def _report(head, trade, whole, summary, out: Path) -> str:
                      f"{_fmt(r['certified_head'], '.2e')} | {r['optimal']} / {r['instances']} | {_fmt(r['wall_seconds'], '.0f')} |")
     lines += ["", "Findings (computed from the rows above and below):", ""] + _findings(head, trade)
     lines += ["", "Worst entry per row (largest residual): " + "; ".join(
-        f"{r['dataset']} {r['method']} k={r['k'] or 'free'}: {r['worst_entry']}" for r in head), "",
+        f"{r['dataset']} {r['method']} n={r['n']} k={r['k'] or 'free'}: {r['worst_entry']}" for r in head), "",
         "![density](density.png)", "",
         "Notes. `density` is k/n, which is exactly the measured density of V's mask for RFSS (checked per run: "
-        "`measured_density` in results.csv); for RSS it is the measured mean subset size / n. Kept parameters = "
+        "`measured_density` in results.csv); for RSS it is the measured mean subset size / n. `rss-matched` rows: "
+        "plain RSS (free subset size) over n' = 2k samples per entry, matched to RFSS(n, k): RSS over m samples keeps "
+        "about m/2, so about k per entry (column `kept_per_entry` in results.csv), the kept parameters of RFSS(n, k); "
+        "placed in the n-sample network of RFSS (its other n - 2k samples per entry pruned a priori) its mask has the "
+        "average density k/n, which is the `density` shown (its density in its own 2k-sample network, about 0.5, is "
+        "`measured_density`); its random parameters are those of the 2k-sample network. The two then differ only in "
+        "what a subset may be: exactly k of n, or any subset of a fixed 2k (C(n, k) against 2^(2k) subsets). "
+        "Kept parameters = "
         "kept V entries (k per target entry) plus the fan-out weights of live hidden neurons; random parameters = "
         "all fan-out weights u, beta and all of V (n (m_in + 1)(m_out + 1) per layer). The certified head bound "
         "holds for every head input in [0, B]^784 with B the certified bound of the trained conv part's output on "

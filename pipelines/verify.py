@@ -14,6 +14,9 @@ All computations in float64.
 from __future__ import annotations
 
 import math
+import time
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -53,29 +56,141 @@ def empirical(f, g, X) -> dict:
             "max_abs_f": float(top.max()), "worst": int(err.argmax())}
 
 
+def _signed_diff(f, g, X):
+    """(N, 2*O): [f - g, g - f] per output entry, float64."""
+    d = (f(X) - g(X)).flatten(1)
+    return torch.cat([d, -d], 1)
+
+
 def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
-                step_size: float = 0.05, seed: int = 0) -> dict:
-    """Projected (sign-)gradient ascent on ||f(X) - g(X)||_max over X in [0, 1]^shape. Starts from
-    ``restarts`` uniform random points plus ``starts`` (e.g. the worst data points); every iterate
-    is evaluated, so the result is >= the error at every start. A lower bound on the sup."""
+                step_size: float = 0.25, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
+                time_limit: float | None = 30.0, targets: int = 32, vertices: int = 256,
+                priority: torch.Tensor | None = None, batch: int = 256) -> dict:
+    """A lower bound on sup_X ||f(X) - g(X)||_max over X in [lo, hi]^shape: the best error found by
+
+    1. random vertices of the box (``vertices``), ``restarts`` uniform random points and ``starts`` (e.g. the
+       worst data points), every output entry and sign scored;
+    2. per output entry and sign (the ``targets`` most promising: by the error found so far and by
+       ``priority``, e.g. the interval certificate's per-entry bounds, shape (2 O,)): projected ascent on
+       s (f(X) - g(X))_e from that entry's best point, the overall best points, the data starts and random
+       points: sign-gradient steps with a decaying step (from ``step_size`` of the box), then Adam;
+    3. greedy vertex search: from each target's best point rounded to a vertex, flip the coordinates whose
+       gradient promises a gain, the best single flip of the 16 most promising each round, until none helps.
+
+    Every point is evaluated (float64), so the result is an attained error. Seeded (``seed``); stops each
+    phase when ``time_limit`` seconds have passed (the phases already run count)."""
+    t0 = time.perf_counter()
+    expired = lambda: time_limit is not None and time.perf_counter() - t0 > time_limit  # noqa: E731
     gen = torch.Generator().manual_seed(seed)
-    X0 = torch.rand((restarts, *shape), generator=gen, dtype=torch.float64)
-    if starts is not None and len(starts):
-        X0 = torch.cat([X0, starts.double()])
-    X = X0.clone().requires_grad_(True)
-    best = torch.zeros(len(X0), dtype=torch.float64)
-    for it in range(steps + 1):
-        diff = (f(X) - g(X)).flatten(1).abs().amax(1)
-        best = torch.maximum(best, diff.detach())
-        if it == steps:
-            break
-        (grad,) = torch.autograd.grad(diff.sum(), X)
+    width = hi - lo
+    evals = 0
+
+    def score(X):
+        nonlocal evals
+        out = []
         with torch.no_grad():
-            X += step_size * grad.sign()
-            X.clamp_(0.0, 1.0)
-        step_size *= 0.97
-    return {"abs": float(best.max()), "restarts": int(restarts), "starts_from_data": 0 if starts is None else len(starts),
-            "steps": steps}
+            for s in range(0, len(X), batch):
+                out.append(_signed_diff(f, g, X[s:s + batch]))
+        evals += len(X)
+        return torch.cat(out)
+
+    pts = [lo + width * torch.randint(0, 2, (vertices, *shape), generator=gen).double(),
+           lo + width * torch.rand((restarts, *shape), generator=gen, dtype=torch.float64)]
+    if starts is not None and len(starts):
+        pts.append(starts.double().clamp(lo, hi))
+    P = torch.cat(pts)
+    S = score(P)  # (N, 2 O)
+    best_val, best_idx = S.max(0)
+    best_X = P[best_idx].clone()  # (2 O, ...) per output entry and sign
+    n_out = S.shape[1]
+
+    def record(X, cols):
+        """Update per-target bests with points X evaluated for target columns cols (one each)."""
+        with torch.no_grad():
+            v = _signed_diff(f, g, X)[torch.arange(len(X)), cols]
+        for c in torch.unique(cols):
+            sel = (cols == c).nonzero()[:, 0]
+            j = sel[v[sel].argmax()]
+            if v[j] > best_val[c]:
+                best_val[c] = v[j]
+                best_X[c] = X[j].detach().clone()
+        return v
+
+    # choose the targets: half by the value found, half by the a-priori priority
+    order = list(best_val.argsort(descending=True)[:targets].tolist())
+    if priority is not None:
+        for c in priority.reshape(-1).argsort(descending=True).tolist():
+            if len(order) >= targets + targets // 2:
+                break
+            if c not in order:
+                order.append(c)
+    cols_t = torch.tensor(order)
+    top = P[S.max(1).values.argsort(descending=True)[:2]]
+    rand_starts = 2
+    k_starts = 1 + len(top) + (0 if starts is None else min(len(starts), 2)) + rand_starts
+    phase = {"vertices": vertices, "targets": len(order)}
+    for chunk in range(0, len(order), max(1, batch // k_starts)):
+        if expired():
+            break
+        cols = cols_t[chunk:chunk + max(1, batch // k_starts)]
+        X0 = [best_X[cols]]
+        X0 += [t.expand(len(cols), *shape) for t in top]
+        if starts is not None and len(starts):
+            X0 += [starts[i].double().clamp(lo, hi).expand(len(cols), *shape) for i in range(min(len(starts), 2))]
+        X0 += [lo + width * torch.rand((len(cols), *shape), generator=gen, dtype=torch.float64) for _ in range(rand_starts)]
+        X = torch.cat(X0).clone().requires_grad_(True)
+        C = cols.repeat(len(X0))
+        half = max(1, steps // 2)
+        opt = torch.optim.Adam([X], lr=0.02 * width)
+        for it in range(2 * half):
+            v = _signed_diff(f, g, X)[torch.arange(len(X)), C]
+            (grad,) = torch.autograd.grad(v.sum(), X)
+            with torch.no_grad():
+                if it < half:  # sign steps, decaying
+                    X += step_size * width * (0.9 ** it) * grad.sign()
+                else:
+                    X.grad = -grad
+                    opt.step()
+                X.clamp_(lo, hi)
+            evals += len(X)
+            if it % 5 == 4 or it == 2 * half - 1:
+                record(X.detach(), C)
+            if expired():
+                break
+    # greedy vertex search
+    rounds = 0
+    V = torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()
+    cur = record(V, cols_t)
+    active = torch.ones(len(cols_t), dtype=torch.bool)
+    while active.any() and not expired() and rounds < 4 * int(np.prod(shape)):
+        rounds += 1
+        idx = active.nonzero()[:, 0]
+        Xa = V[idx].clone().requires_grad_(True)
+        v = _signed_diff(f, g, Xa)[torch.arange(len(idx)), cols_t[idx]]
+        (grad,) = torch.autograd.grad(v.sum(), Xa)
+        gain = (grad * torch.where(Xa.detach() > (lo + hi) / 2, -width, width)).flatten(1)  # first-order gain of a flip
+        k = min(16, gain.shape[1])
+        cand = gain.topk(k, 1).indices  # (A, k)
+        Xc = V[idx].flatten(1).unsqueeze(1).repeat(1, k, 1)
+        ar = torch.arange(len(idx)).unsqueeze(1)
+        Xc[ar, torch.arange(k).unsqueeze(0), cand] = lo + hi - Xc[ar, torch.arange(k).unsqueeze(0), cand]
+        Xc = Xc.view(len(idx) * k, *shape)
+        vc = record(Xc, cols_t[idx].repeat_interleave(k)).view(len(idx), k)
+        bv, bj = vc.max(1)
+        better = bv > cur[idx] * (1 + 1e-12) + 1e-15
+        for a, (i, ok) in enumerate(zip(idx.tolist(), better.tolist())):
+            if ok:
+                V[i] = Xc[a * k + bj[a]]
+                cur[i] = bv[a]
+            else:
+                active[i] = False
+    phase["greedy_rounds"] = rounds
+    j = int(best_val.argmax())
+    o = j % (n_out // 2)
+    return {"abs": float(best_val.max().clamp_min(0)), "entry": o, "sign": 1 if j < n_out // 2 else -1,
+            "X": best_X[j].clone(), "per_target": best_val.clone(), "restarts": int(restarts),
+            "starts_from_data": 0 if starts is None else len(starts), "steps": steps, "evaluations": evals,
+            "seconds": time.perf_counter() - t0, **phase}
 
 
 def _channel_l1(W: torch.Tensor) -> torch.Tensor:
@@ -286,25 +401,41 @@ def certified_intervals(target: nn.Module, effective: nn.Module, shape, lo: floa
     ``per_output`` (a tensor C x H x W of max(ud, -ld))."""
     b = interval_bounds(network_ops(target), network_ops(effective), tuple(shape), lo, hi)
     per = torch.maximum(b[-1]["ud"], -b[-1]["ld"])[0]
-    return {"abs": float(per.max()) * (1 + 1e-9) + 1e-300, "per_output": per, "method": "interval"}
+    # the pruned network g equals ``effective`` up to the float64 rounding of two forward passes: widen by
+    # 1e-9 of the output magnitude bound
+    mag = max(float(b[-1][k].abs().max()) for k in ("lx", "ux", "ly", "uy"))
+    per = per + 1e-9 * mag
+    return {"abs": float(per.max()) * (1 + 1e-9) + 1e-300, "per_output": per, "method": "interval",
+            "output_bound": mag}
 
 
 def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = None, restarts: int = 8,
            steps: int = 60, seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None,
-           certificate: dict | None = None) -> dict:
-    """The three numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64).
+           certificate: dict | None = None, effective: nn.Module | None = None, domain=(0.0, 1.0),
+           attack_time: float | None = 30.0, exact: bool = False, solver: str = "highs",
+           exact_time_limit: float | None = 60.0, exact_total_time: float | None = 600.0, progress=None) -> dict:
+    """The four numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64), on the
+    input box ``domain`` = (lo, hi):
 
-    ``data``: inputs in [0, 1] (N x c0 x D x D); ``input_shape`` (c0, D, D) is needed without data.
+    - empirical (``data``), adversarial (:func:`adversarial`, ``attack_time`` seconds at most);
+    - certified: the construction's ``certificate`` (Appendix B, :func:`certified`) and, with ``effective``
+      (a target-shaped network computing what ``pruned`` computes on the box, ``Construction.effective()``),
+      the interval certificate :func:`certified_intervals`; the summary's ``certified_abs`` is the smaller;
+    - exact (``exact=True``, needs ``effective``): the sup by MILP, :func:`pipelines.exact_sup.exact_sup`
+      (``exact_lower`` attained, ``exact_upper`` a bound; equal where the MILPs closed).
+
+    ``data``: inputs in the box (N x c0 x D x D); ``input_shape`` (c0, D, D) is needed without data.
     ``evaluate_with``: a module computing the same function as ``pruned`` to run the empirical and
-    adversarial passes with (e.g. ``pruned.compact()``, much faster). ``certificate``: the result of
-    the construction's ``certify()`` for this very pair (None: no certified number is reported).
-    Refuses a pair whose outputs have different shapes."""
+    adversarial passes with (e.g. ``pruned.compact()``, much faster). Refuses a pair whose outputs have
+    different shapes, and raises instead of reporting numbers out of order (a certificate below an
+    attained error is a bug, never a result)."""
+    lo, hi = float(domain[0]), float(domain[1])
     f, g = _f64(target), _f64(evaluate_with if evaluate_with is not None else pruned)
     for p in list(f.parameters()) + list(g.parameters()):
         p.requires_grad_(False)
     if data is not None:
-        if data.min() < 0 or data.max() > 1:
-            raise ValueError("data: inputs must lie in the domain [0, 1] (scale them first)")
+        if data.min() < lo or data.max() > hi:
+            raise ValueError(f"data: inputs must lie in the domain [{lo:g}, {hi:g}] (scale them first)")
         shape = tuple(data.shape[1:])
     else:
         if input_shape is None:
@@ -313,27 +444,52 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
     with torch.no_grad():
         probe = torch.zeros((1, *shape), dtype=torch.float64)
         fs, gs = tuple(f(probe).shape), tuple(g(probe).shape)
-    if fs != gs:
-        raise ValueError(f"verify: target output shape {fs} differs from the pruned network's {gs} on inputs of "
-                         f"shape {shape}; these networks do not compute comparable functions")
+        es = tuple(effective.double()(probe).shape) if effective is not None else fs
+    if fs != gs or es != fs:
+        raise ValueError(f"verify: target output shape {fs} differs from the pruned network's {gs if fs != gs else es} "
+                         f"on inputs of shape {shape}; these networks do not compute comparable functions")
     if data is not None:
         emp = empirical(f, g, data)
         err, _ = max_abs_errors(f, g, data)
         worst = data[err.argsort(descending=True)[:4]]
     else:
         emp, worst = None, None
-    adv = adversarial(f, g, shape, starts=worst, restarts=restarts, steps=steps, seed=seed)
-    cert_abs = certificate["abs"] if certificate is not None else math.nan
-    out = {"empirical": emp, "adversarial": adv, "certified": certificate}
+    interval = None
+    if effective is not None:
+        eff = _f64(effective)
+        interval = certified_intervals(f, eff, shape, lo, hi)
+    adv = adversarial(f, g, shape, starts=worst, restarts=restarts, steps=steps, seed=seed, lo=lo, hi=hi,
+                      time_limit=attack_time, priority=None if interval is None else
+                      torch.cat([interval["per_output"].reshape(-1)] * 2))
+    cands = [c["abs"] for c in (certificate, interval) if c is not None]
+    cert_abs = min(cands) if cands else math.nan
+    ex = None
+    if exact:
+        if effective is None:
+            raise ValueError("verify: exact=True needs the effective network (Construction.effective())")
+        from .exact_sup import exact_sup
+
+        ex = exact_sup(target, effective, shape, lo, hi, solver=solver, time_limit=exact_time_limit,
+                       total_time=exact_total_time, lower_bound=adv["abs"], seed=seed, progress=progress)
+        ex["upper"] = min(ex["upper"], cert_abs) if cands else ex["upper"]
+    out = {"empirical": emp, "adversarial": adv, "certified": certificate, "interval": interval, "exact": ex}
     top = emp["max_abs_f"] if emp else math.nan
+    lower = max(adv["abs"], ex["lower"]) if ex else adv["abs"]
     out["summary"] = {"empirical_abs": emp["abs"] if emp else math.nan, "adversarial_abs": adv["abs"],
                       "certified_abs": cert_abs, "empirical_rel": emp["rel_per_image"] if emp else math.nan,
                       "adversarial_rel": adv["abs"] / top if emp else math.nan,
                       "certified_rel": cert_abs / top if emp else math.nan,
+                      "certified_appendix_b": certificate["abs"] if certificate is not None else math.nan,
+                      "certified_interval": interval["abs"] if interval is not None else math.nan,
+                      "exact_lower": ex["lower"] if ex else math.nan, "exact_upper": ex["upper"] if ex else math.nan,
+                      "exact_closed": bool(ex["closed"]) if ex else False,
+                      "exact_milps": ex["milps"] if ex else 0,
                       "ordered": bool((emp is None or emp["abs"] <= adv["abs"] * (1 + 1e-12)) and
-                                      (certificate is None or adv["abs"] <= cert_abs))}
-    if certificate is not None and not out["summary"]["ordered"]:
-        raise RuntimeError(f"verify: the certificate {cert_abs:.6e} is below an attained error "
-                           f"(empirical {out['summary']['empirical_abs']:.6e}, adversarial {adv['abs']:.6e}): "
-                           "a bug in the construction's certify(); refusing to report it")
+                                      (not cands or lower <= cert_abs) and
+                                      (ex is None or lower <= ex["upper"]))}
+    if not out["summary"]["ordered"]:
+        raise RuntimeError(f"verify: an upper bound (certified {cert_abs:.6e}, exact upper "
+                           f"{out['summary']['exact_upper']:.6e}) is below an attained error (empirical "
+                           f"{out['summary']['empirical_abs']:.6e}, adversarial {adv['abs']:.6e}, exact lower "
+                           f"{out['summary']['exact_lower']:.6e}): a bug in a bound; refusing to report it")
     return out

@@ -65,35 +65,39 @@ def _signed_diff(f, g, X):
 def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
                 step_size: float = 0.25, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
                 time_limit: float | None = 30.0, targets: int = 32, vertices: int = 256,
-                priority: torch.Tensor | None = None, batch: int = 256) -> dict:
+                priority: torch.Tensor | None = None, batch: int = 512, max_rounds: int | None = None) -> dict:
     """A lower bound on sup_X ||f(X) - g(X)||_max over X in [lo, hi]^shape: the best error found by
 
     1. random vertices of the box (``vertices``), ``restarts`` uniform random points and ``starts`` (e.g. the
        worst data points), every output entry and sign scored;
     2. per output entry and sign (the ``targets`` most promising: by the error found so far and by
        ``priority``, e.g. the interval certificate's per-entry bounds, shape (2 O,)): projected ascent on
-       s (f(X) - g(X))_e from that entry's best point, the overall best points, the data starts and random
-       points: sign-gradient steps with a decaying step (from ``step_size`` of the box), then Adam;
-    3. greedy vertex search: from each target's best point rounded to a vertex, flip the coordinates whose
-       gradient promises a gain, the best single flip of the 16 most promising each round, until none helps.
+       s (f(X) - g(X))_e from that entry's best point, the overall best points, the data starts and
+       ``restarts`` random points: sign-gradient steps with a decaying step (from ``step_size`` of the box),
+       then Adam;
+    3. greedy vertex search: from each target's best point rounded to a vertex and its 8 best random
+       vertices, the best single coordinate flip (all of them on small inputs, else the most promising by
+       the gradient) until none helps;
+    4. coordinate search: from the best points, the best single-coordinate move on a grid of 21 values,
+       refined twice around the best value (maxima at kinks inside the box);
 
-    Every point is evaluated (float64), so the result is an attained error. Seeded (``seed``); stops each
-    phase when ``time_limit`` seconds have passed (the phases already run count)."""
+    then rounds 2-4 again from fresh random points (seed + round) while ``time_limit`` seconds last
+    (``max_rounds``: at most that many rounds). Every point is evaluated in float64, so the result is an
+    attained error."""
     t0 = time.perf_counter()
     expired = lambda: time_limit is not None and time.perf_counter() - t0 > time_limit  # noqa: E731
-    gen = torch.Generator().manual_seed(seed)
     width = hi - lo
+    dims = int(np.prod(shape))
     evals = 0
 
     def score(X):
         nonlocal evals
-        out = []
         with torch.no_grad():
-            for s in range(0, len(X), batch):
-                out.append(_signed_diff(f, g, X[s:s + batch]))
+            out = torch.cat([_signed_diff(f, g, X[s:s + batch]) for s in range(0, len(X), batch)])
         evals += len(X)
-        return torch.cat(out)
+        return out
 
+    gen = torch.Generator().manual_seed(seed)
     pts = [lo + width * torch.randint(0, 2, (vertices, *shape), generator=gen).double(),
            lo + width * torch.rand((restarts, *shape), generator=gen, dtype=torch.float64)]
     if starts is not None and len(starts):
@@ -101,13 +105,16 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
     P = torch.cat(pts)
     S = score(P)  # (N, 2 O)
     best_val, best_idx = S.max(0)
-    best_X = P[best_idx].clone()  # (2 O, ...) per output entry and sign
+    best_X = P[best_idx].clone()  # (2 O, ...): per output entry and sign
     n_out = S.shape[1]
 
     def record(X, cols):
-        """Update per-target bests with points X evaluated for target columns cols (one each)."""
+        """Score points X for their target columns cols; keep each target's best."""
+        nonlocal evals
         with torch.no_grad():
-            v = _signed_diff(f, g, X)[torch.arange(len(X)), cols]
+            v = torch.cat([_signed_diff(f, g, X[s:s + batch])[torch.arange(len(X[s:s + batch])), cols[s:s + batch]]
+                           for s in range(0, len(X), batch)])
+        evals += len(X)
         for c in torch.unique(cols):
             sel = (cols == c).nonzero()[:, 0]
             j = sel[v[sel].argmax()]
@@ -116,34 +123,23 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
                 best_X[c] = X[j].detach().clone()
         return v
 
-    # choose the targets: half by the value found, half by the a-priori priority
     order = list(best_val.argsort(descending=True)[:targets].tolist())
-    if priority is not None:
+    if priority is not None:  # and as many again by the a-priori bound
         for c in priority.reshape(-1).argsort(descending=True).tolist():
-            if len(order) >= targets + targets // 2:
+            if len(order) >= 2 * targets:
                 break
             if c not in order:
                 order.append(c)
     cols_t = torch.tensor(order)
-    top = P[S.max(1).values.argsort(descending=True)[:2]]
-    rand_starts = 2
-    k_starts = 1 + len(top) + (0 if starts is None else min(len(starts), 2)) + rand_starts
-    phase = {"vertices": vertices, "targets": len(order)}
-    for chunk in range(0, len(order), max(1, batch // k_starts)):
-        if expired():
-            break
-        cols = cols_t[chunk:chunk + max(1, batch // k_starts)]
-        X0 = [best_X[cols]]
-        X0 += [t.expand(len(cols), *shape) for t in top]
-        if starts is not None and len(starts):
-            X0 += [starts[i].double().clamp(lo, hi).expand(len(cols), *shape) for i in range(min(len(starts), 2))]
-        X0 += [lo + width * torch.rand((len(cols), *shape), generator=gen, dtype=torch.float64) for _ in range(rand_starts)]
-        X = torch.cat(X0).clone().requires_grad_(True)
-        C = cols.repeat(len(X0))
+    data_starts = [] if starts is None else [starts[i].double().clamp(lo, hi) for i in range(min(len(starts), 2))]
+
+    def ascent(cols, X0):
+        nonlocal evals
+        X = X0.clone().requires_grad_(True)
         half = max(1, steps // 2)
         opt = torch.optim.Adam([X], lr=0.02 * width)
         for it in range(2 * half):
-            v = _signed_diff(f, g, X)[torch.arange(len(X)), C]
+            v = _signed_diff(f, g, X)[torch.arange(len(X)), cols]
             (grad,) = torch.autograd.grad(v.sum(), X)
             with torch.no_grad():
                 if it < half:  # sign steps, decaying
@@ -154,43 +150,110 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
                 X.clamp_(lo, hi)
             evals += len(X)
             if it % 5 == 4 or it == 2 * half - 1:
-                record(X.detach(), C)
+                record(X.detach(), cols)
             if expired():
                 break
-    # greedy vertex search
-    rounds = 0
-    V = torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()
-    cur = record(V, cols_t)
-    active = torch.ones(len(cols_t), dtype=torch.bool)
-    while active.any() and not expired() and rounds < 4 * int(np.prod(shape)):
-        rounds += 1
-        idx = active.nonzero()[:, 0]
-        Xa = V[idx].clone().requires_grad_(True)
-        v = _signed_diff(f, g, Xa)[torch.arange(len(idx)), cols_t[idx]]
-        (grad,) = torch.autograd.grad(v.sum(), Xa)
-        gain = (grad * torch.where(Xa.detach() > (lo + hi) / 2, -width, width)).flatten(1)  # first-order gain of a flip
-        k = min(16, gain.shape[1])
-        cand = gain.topk(k, 1).indices  # (A, k)
-        Xc = V[idx].flatten(1).unsqueeze(1).repeat(1, k, 1)
-        ar = torch.arange(len(idx)).unsqueeze(1)
-        Xc[ar, torch.arange(k).unsqueeze(0), cand] = lo + hi - Xc[ar, torch.arange(k).unsqueeze(0), cand]
-        Xc = Xc.view(len(idx) * k, *shape)
-        vc = record(Xc, cols_t[idx].repeat_interleave(k)).view(len(idx), k)
-        bv, bj = vc.max(1)
-        better = bv > cur[idx] * (1 + 1e-12) + 1e-15
-        for a, (i, ok) in enumerate(zip(idx.tolist(), better.tolist())):
-            if ok:
-                V[i] = Xc[a * k + bj[a]]
-                cur[i] = bv[a]
-            else:
-                active[i] = False
-    phase["greedy_rounds"] = rounds
+
+    def greedy(V, colsV):
+        rounds = 0
+        cur = record(V, colsV)
+        active = torch.ones(len(V), dtype=torch.bool)
+        while active.any() and not expired() and rounds < 4 * dims:
+            rounds += 1
+            idx = active.nonzero()[:, 0]
+            k = min(dims, max(16, 8192 // len(idx)))
+            if k < dims:  # rank the flips by their first-order gain
+                Xa = V[idx].clone().requires_grad_(True)
+                v = _signed_diff(f, g, Xa)[torch.arange(len(idx)), colsV[idx]]
+                (grad,) = torch.autograd.grad(v.sum(), Xa)
+                gain = (grad * torch.where(Xa.detach() > (lo + hi) / 2, -width, width)).flatten(1)
+                cand = gain.topk(k, 1).indices  # (A, k)
+            else:  # every single flip
+                cand = torch.arange(dims).unsqueeze(0).expand(len(idx), dims)
+            Xc = V[idx].flatten(1).unsqueeze(1).repeat(1, k, 1)
+            ar, kr = torch.arange(len(idx)).unsqueeze(1), torch.arange(k).unsqueeze(0)
+            Xc[ar, kr, cand] = lo + hi - Xc[ar, kr, cand]
+            Xc = Xc.view(len(idx) * k, *shape)
+            vc = record(Xc, colsV[idx].repeat_interleave(k)).view(len(idx), k)
+            bv, bj = vc.max(1)
+            better = bv > cur[idx] * (1 + 1e-12) + 1e-15
+            for a_, (i, ok) in enumerate(zip(idx.tolist(), better.tolist())):
+                if ok:
+                    V[i] = Xc[a_ * k + bj[a_]]
+                    cur[i] = bv[a_]
+                else:
+                    active[i] = False
+        return V, cur
+
+    def coordinate(X, c):
+        x, cur_c = X.reshape(-1).clone(), float(record(X.unsqueeze(0), torch.tensor([c]))[0])
+        moves = 0
+        while not expired() and moves < 4 * dims:
+            moves += 1
+            improved = False
+            span = width
+            center = None
+            for _ in range(3):  # a grid of 21 values, then twice 21 around the best one
+                if center is None:
+                    grid = torch.linspace(lo, hi, 21, dtype=torch.float64).repeat(dims, 1)
+                else:
+                    grid = (center.unsqueeze(1) + torch.linspace(-span, span, 21, dtype=torch.float64)).clamp(lo, hi)
+                Xc = x.unsqueeze(0).repeat(dims * 21, 1)
+                ar = torch.arange(dims * 21)
+                Xc[ar, ar // 21] = grid.reshape(-1)
+                v = record(Xc.view(-1, *shape), torch.full((len(Xc),), c))
+                j = int(v.argmax())
+                center = grid[:, v.view(dims, 21).argmax(1)].diagonal() if center is None else \
+                    grid[torch.arange(dims), v.view(dims, 21).argmax(1)]
+                span /= 20
+                if float(v[j]) > cur_c * (1 + 1e-12) + 1e-15:
+                    x, cur_c, improved = Xc[j].clone(), float(v[j]), True
+            if not improved:
+                break
+        return moves
+
+    info = {"vertices": vertices, "targets": len(order), "rounds": 0, "greedy": 0, "coordinate_moves": 0}
+    rnd = 0
+    while not expired() and (max_rounds is None or rnd < max_rounds):
+        g_r = torch.Generator().manual_seed(seed * 1_000_003 + rnd + 1)
+        per = max(1, batch // (3 + len(data_starts) + restarts))
+        for ch in range(0, len(order), per):
+            if expired():
+                break
+            cols = cols_t[ch:ch + per]
+            top = best_X[cols] if rnd == 0 else lo + width * torch.rand((len(cols), *shape), generator=g_r,
+                                                                          dtype=torch.float64)
+            X0 = [top, best_X[best_val.argmax()].expand(len(cols), *shape)]
+            X0 += [d.expand(len(cols), *shape) for d in data_starts]
+            X0 += [lo + width * torch.rand((len(cols), *shape), generator=g_r, dtype=torch.float64)
+                   for _ in range(restarts)]
+            ascent(cols.repeat(len(X0)), torch.cat(X0))
+        if expired():
+            break
+        if rnd == 0:
+            starts_v = [torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()]
+            n_v = min(vertices, 8)
+            if n_v:
+                top_v = S[:vertices][:, cols_t].topk(n_v, 0).indices
+                starts_v += [P[top_v[i]] for i in range(n_v)]
+        else:
+            starts_v = [torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()]
+            starts_v += [lo + width * torch.randint(0, 2, (len(cols_t), *shape), generator=g_r).double()
+                         for _ in range(8)]
+        V = torch.cat(starts_v)
+        V, _ = greedy(V, cols_t.repeat(len(starts_v)))
+        info["greedy"] += 1
+        for c in best_val[cols_t].argsort(descending=True)[:8].tolist():
+            if expired():
+                break
+            info["coordinate_moves"] += coordinate(best_X[cols_t[c]], int(cols_t[c]))
+        rnd += 1
+        info["rounds"] = rnd
     j = int(best_val.argmax())
-    o = j % (n_out // 2)
-    return {"abs": float(best_val.max().clamp_min(0)), "entry": o, "sign": 1 if j < n_out // 2 else -1,
+    return {"abs": float(best_val.max().clamp_min(0)), "entry": j % (n_out // 2), "sign": 1 if j < n_out // 2 else -1,
             "X": best_X[j].clone(), "per_target": best_val.clone(), "restarts": int(restarts),
             "starts_from_data": 0 if starts is None else len(starts), "steps": steps, "evaluations": evals,
-            "seconds": time.perf_counter() - t0, **phase}
+            "seconds": time.perf_counter() - t0, **info}
 
 
 def _channel_l1(W: torch.Tensor) -> torch.Tensor:
@@ -412,12 +475,13 @@ def certified_intervals(target: nn.Module, effective: nn.Module, shape, lo: floa
 def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = None, restarts: int = 8,
            steps: int = 60, seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None,
            certificate: dict | None = None, effective: nn.Module | None = None, domain=(0.0, 1.0),
-           attack_time: float | None = 30.0, exact: bool = False, solver: str = "highs",
+           attack_time: float | None = 30.0, attack_rounds: int | None = 1, exact: bool = False, solver: str = "highs",
            exact_time_limit: float | None = 60.0, exact_total_time: float | None = 600.0, progress=None) -> dict:
     """The four numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64), on the
     input box ``domain`` = (lo, hi):
 
-    - empirical (``data``), adversarial (:func:`adversarial`, ``attack_time`` seconds at most);
+    - empirical (``data``), adversarial (:func:`adversarial`, ``attack_time`` seconds and ``attack_rounds``
+      rounds at most; None: no limit of that kind);
     - certified: the construction's ``certificate`` (Appendix B, :func:`certified`) and, with ``effective``
       (a target-shaped network computing what ``pruned`` computes on the box, ``Construction.effective()``),
       the interval certificate :func:`certified_intervals`; the summary's ``certified_abs`` is the smaller;
@@ -459,7 +523,7 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
         eff = _f64(effective)
         interval = certified_intervals(f, eff, shape, lo, hi)
     adv = adversarial(f, g, shape, starts=worst, restarts=restarts, steps=steps, seed=seed, lo=lo, hi=hi,
-                      time_limit=attack_time, priority=None if interval is None else
+                      time_limit=attack_time, max_rounds=attack_rounds, priority=None if interval is None else
                       torch.cat([interval["per_output"].reshape(-1)] * 2))
     cands = [c["abs"] for c in (certificate, interval) if c is not None]
     cert_abs = min(cands) if cands else math.nan

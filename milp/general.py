@@ -58,10 +58,24 @@ class Model:
         return len(self.lb) - 1
 
     def row(self, idx, coefs, lo: float = -math.inf, hi: float = math.inf) -> None:
+        """lo <= sum coefs[i] x[idx[i]] <= hi; a variable named twice gets the sum of its coefficients
+        (solver interfaces overwrite or refuse duplicates)."""
         idx = np.asarray(idx, dtype=np.int64)
         coefs = np.asarray(coefs, dtype=np.float64)
-        keep = coefs != 0
-        self.rows.append((idx[keep], coefs[keep], float(lo), float(hi)))
+        uniq, inv = np.unique(idx, return_inverse=True)
+        summed = np.zeros(len(uniq))
+        np.add.at(summed, inv, coefs)
+        keep = summed != 0
+        self.rows.append((uniq[keep], summed[keep], float(lo), float(hi)))
+
+    def max_violation(self, x: np.ndarray) -> float:
+        """The largest violation of a bound or row by x (0 for a feasible point)."""
+        x = np.asarray(x, dtype=np.float64)
+        v = float(max(np.max(np.array(self.lb) - x, initial=0.0), np.max(x - np.array(self.ub), initial=0.0)))
+        for idx, coefs, lo, hi in self.rows:
+            val = float(np.dot(coefs, x[idx]))
+            v = max(v, lo - val, val - hi)
+        return v
 
     def maximize(self, idx, coefs) -> None:
         self.cost = {int(i): float(c) for i, c in zip(idx, coefs)}
@@ -75,6 +89,7 @@ class Result:
     dual: float  # the solver's upper bound on the maximum
     seconds: float
     solver: str
+    violation: float = math.nan  # of the returned x, recomputed here
 
 
 def solve(model: Model, solver: str = "highs", time_limit: float | None = None, threads: int = 1,
@@ -83,7 +98,13 @@ def solve(model: Model, solver: str = "highs", time_limit: float | None = None, 
         raise ValueError(f"solver: expected one of {', '.join(SOLVERS)}, got {solver!r}")
     if solver not in available():
         raise ValueError(f"solver: {solver} is not installed here (available: {', '.join(available()) or 'none'})")
-    return _highs(model, time_limit, threads, seed) if solver == "highs" else _ortools(model, solver, time_limit, seed)
+    r = _highs(model, time_limit, threads, seed) if solver == "highs" else _ortools(model, solver, time_limit, seed)
+    if r.x is not None:
+        scale = 1.0 + max(np.max(np.abs(model.lb), initial=0.0), np.max(np.abs(model.ub), initial=0.0))
+        r.violation = model.max_violation(r.x)
+        if r.violation > 1e-6 * scale:  # a solver answer that is not a solution proves nothing
+            r.status, r.x, r.primal, r.dual = "failed", None, -math.inf, math.inf
+    return r
 
 
 def _highs(model: Model, time_limit, threads, seed) -> Result:

@@ -62,10 +62,14 @@ def _signed_diff(f, g, X):
     return torch.cat([d, -d], 1)
 
 
+COORDINATE_DIMS = 256  # the attack's coordinate search runs on inputs of at most this many entries
+
+
 def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
                 step_size: float = 0.25, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
                 time_limit: float | None = 30.0, targets: int = 32, vertices: int = 256,
-                priority: torch.Tensor | None = None, batch: int = 512, max_rounds: int | None = None) -> dict:
+                priority: torch.Tensor | None = None, batch: int = 512, max_rounds: int | None = None,
+                greedy_rounds: int | None = None) -> dict:
     """A lower bound on sup_X ||f(X) - g(X)||_max over X in [lo, hi]^shape: the best error found by
 
     1. random vertices of the box (``vertices``), ``restarts`` uniform random points and ``starts`` (e.g. the
@@ -75,11 +79,13 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
        s (f(X) - g(X))_e from that entry's best point, the overall best points, the data starts and
        ``restarts`` random points: sign-gradient steps with a decaying step (from ``step_size`` of the box),
        then Adam;
-    3. greedy vertex search: from each target's best point rounded to a vertex and its 8 best random
-       vertices, the best single coordinate flip (all of them on small inputs, else the most promising by
-       the gradient) until none helps;
-    4. coordinate search: from the best points, the best single-coordinate move on a grid of 21 values,
-       refined twice around the best value (maxima at kinks inside the box);
+    3. greedy vertex search: from each target's best point rounded to a vertex and (inputs of at most
+       ``COORDINATE_DIMS`` entries) its 8 best random vertices; on larger inputs for the 16 best targets only, the best single coordinate flip (all of them on small inputs, else the most promising by
+       the gradient) until none helps (at most ``greedy_rounds`` flips, default ``4 * steps``, ``steps`` on larger
+       inputs);
+    4. coordinate search (inputs of at most ``COORDINATE_DIMS`` entries): from the 8 best points, the best
+       single-coordinate move on a grid of 21 values, refined twice around the best value (maxima at kinks
+       inside the box);
 
     then rounds 2-4 again from fresh random points (seed + round) while ``time_limit`` seconds last
     (``max_rounds``: at most that many rounds). Every point is evaluated in float64, so the result is an
@@ -88,6 +94,9 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
     expired = lambda: time_limit is not None and time.perf_counter() - t0 > time_limit  # noqa: E731
     width = hi - lo
     dims = int(np.prod(shape))
+    large = dims > COORDINATE_DIMS
+    if greedy_rounds is None:
+        greedy_rounds = steps if large else 4 * steps
     evals = 0
 
     def score(X):
@@ -158,10 +167,10 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
         rounds = 0
         cur = record(V, colsV)
         active = torch.ones(len(V), dtype=torch.bool)
-        while active.any() and not expired() and rounds < 4 * dims:
+        while active.any() and not expired() and rounds < min(4 * dims, greedy_rounds):
             rounds += 1
             idx = active.nonzero()[:, 0]
-            k = min(dims, max(16, 8192 // len(idx)))
+            k = min(dims, max(4, (256 if large else 8192) // len(idx)))
             if k < dims:  # rank the flips by their first-order gain
                 Xa = V[idx].clone().requires_grad_(True)
                 v = _signed_diff(f, g, Xa)[torch.arange(len(idx)), colsV[idx]]
@@ -188,7 +197,7 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
     def coordinate(X, c):
         x, cur_c = X.reshape(-1).clone(), float(record(X.unsqueeze(0), torch.tensor([c]))[0])
         moves = 0
-        while not expired() and moves < 4 * dims:
+        while not expired() and moves < min(4 * dims, steps):
             moves += 1
             improved = False
             span = width
@@ -230,20 +239,18 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             ascent(cols.repeat(len(X0)), torch.cat(X0))
         if expired():
             break
-        if rnd == 0:
-            starts_v = [torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()]
-            n_v = min(vertices, 8)
-            if n_v:
-                top_v = S[:vertices][:, cols_t].topk(n_v, 0).indices
-                starts_v += [P[top_v[i]] for i in range(n_v)]
-        else:
-            starts_v = [torch.where(best_X[cols_t] > (lo + hi) / 2, hi, lo).double()]
-            starts_v += [lo + width * torch.randint(0, 2, (len(cols_t), *shape), generator=g_r).double()
+        greedy_cols = cols_t[best_val[cols_t].argsort(descending=True)[:16]] if large else cols_t
+        starts_v = [torch.where(best_X[greedy_cols] > (lo + hi) / 2, hi, lo).double()]
+        if not large and rnd == 0 and vertices:  # and each target's best random vertices
+            top_v = S[:vertices][:, greedy_cols].topk(min(vertices, 8), 0).indices
+            starts_v += [P[top_v[i]] for i in range(len(top_v))]
+        elif not large:
+            starts_v += [lo + width * torch.randint(0, 2, (len(greedy_cols), *shape), generator=g_r).double()
                          for _ in range(8)]
         V = torch.cat(starts_v)
-        V, _ = greedy(V, cols_t.repeat(len(starts_v)))
+        V, _ = greedy(V, greedy_cols.repeat(len(starts_v)))
         info["greedy"] += 1
-        for c in best_val[cols_t].argsort(descending=True)[:8].tolist():
+        for c in best_val[cols_t].argsort(descending=True)[:8 if dims <= COORDINATE_DIMS else 0].tolist():
             if expired():
                 break
             info["coordinate_moves"] += coordinate(best_X[cols_t[c]], int(cols_t[c]))

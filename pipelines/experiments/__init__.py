@@ -16,6 +16,7 @@ EXPERIMENTS = {
     "iclr-lenet5": "pipelines.experiments.iclr_lenet5",
     "iclr-construction": "pipelines.experiments.iclr_construction",
     "bench": "pipelines.experiments.bench",
+    "verification": "pipelines.experiments.verification",
 }
 
 #: what every experiment module must define

@@ -8,7 +8,7 @@ s, max_X s (f(X)_e - g(X)_e) is a MILP (the standard big-M encodings, e.g. Tjeng
 
 - variables: the input entries of e's receptive field (its *cone*: every activation e depends on, layer
   by layer), shared by f and g, in the box [lo, hi]; one continuous variable per activation of f and of g
-  in the cone, with the interval bounds of :func:`pipelines.verify.interval_bounds`;
+  in the cone, with the interval bounds of :func:`pipelines.bounds.interval_bounds`;
 - conv: one equality row per output activation;
 - ReLU z = max(a, 0), a in [l, u]: z = a if l >= 0, z = 0 if u <= 0, else a binary t with
   z >= a, z >= 0, z <= a - l (1 - t), z <= u t;
@@ -16,7 +16,7 @@ s, max_X s (f(X)_e - g(X)_e) is a MILP (the standard big-M encodings, e.g. Tjeng
   z <= a_i + (max_j u_j - l_i)(1 - t_i), sum_i t_i = 1;
 - split conv (g only): r = relu(y) as above and relu(-y) = r - y;
 - valid cuts: ld <= x - y <= ud for every pair of corresponding activations (the difference bounds of
-  :func:`pipelines.verify.interval_bounds`), which make the LP relaxation at least as tight as the cheap
+  :func:`pipelines.bounds.interval_bounds`), which make the LP relaxation at least as tight as the cheap
   interval certificate.
 
 Translation structure: two output entries of one channel whose cones are translates of each other (same
@@ -42,7 +42,7 @@ from torch import nn
 
 from milp import general
 
-from .verify import interval_bounds, network_ops
+from .bounds import interval_bounds, network_ops
 
 DUAL_SLACK = 1e-7
 
@@ -178,7 +178,6 @@ def _one_minus(terms):
 def _build(f_ops, g_ops, pars, bounds, cone, e, sign, lo, hi):
     m = general.Model()
     B = _Builder(m)
-    b0 = bounds[0]
     xin = {int(i): m.var(lo, hi) for i in cone[0]}
     vf, vg = dict(xin), dict(xin)
     for k, (fop, gop) in enumerate(zip(f_ops, g_ops)):

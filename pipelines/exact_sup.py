@@ -264,18 +264,26 @@ def _evaluate(f, g, shape, xin, x, e, sign, lo, hi):
 
 def exact_sup(target: nn.Sequential, effective: nn.Sequential, shape, lo: float = 0.0, hi: float = 1.0,
               solver: str = "highs", time_limit: float | None = 60.0, total_time: float | None = None,
-              prune: bool = True, lower_bound: float = 0.0, seed: int = 0, progress=None) -> dict:
+              prune: bool = True, lower_bound: float = 0.0, seed: int = 0, progress=None,
+              evaluate_with: nn.Module | None = None) -> dict:
     """sup_{X in [lo, hi]^shape} ||f(X) - g(X)||_max and per-output-entry results, by one MILP per channel,
     border class and sign (module docstring). ``time_limit``: seconds per MILP; ``total_time``: after it,
     the remaining MILPs are not solved (their cheap interval bound stands as their upper bound).
     ``lower_bound``: an error already attained (e.g. by the attack), used only to skip MILPs that cannot
-    exceed it (``prune``). ``progress(done, total, record)`` is called after each MILP.
+    exceed it (``prune``). ``progress(done, total, record)`` is called after each MILP. ``evaluate_with``:
+    the network whose error is evaluated at the solvers' inputs (default ``effective``; ``verify`` passes
+    the pruned network itself, so every lower value is an error the pruned network attains).
 
     Returns ``lower`` (max evaluated error, attained at ``argmax``), ``upper`` (sound bound), ``closed``
     (lower = upper to 1e-6 relative), ``records`` (one per MILP or skipped class) and ``classes``."""
     t_start = time.perf_counter()
-    f, g = target.double().eval(), effective.double().eval()
+    import copy
+
+    f = copy.deepcopy(target).double().eval()
+    g = copy.deepcopy(effective).double().eval()
     f_ops, g_ops = network_ops(f), network_ops(g)
+    if evaluate_with is not None:
+        g = evaluate_with
     shape = tuple(int(s) for s in shape)
     bounds = interval_bounds(f_ops, g_ops, shape, lo, hi)
     pars = _parents(f_ops, shape)

@@ -77,11 +77,13 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
     """A lower bound on sup_X ||f(X) - g(X)||_max over X in [lo, hi]^shape: the best error found by
 
     1. random vertices of the box (``vertices``), ``restarts`` uniform random points and ``starts`` (e.g. the
-       worst data points), every output entry and sign scored;
+       worst data points), every output entry and sign scored; then sign-gradient ascent on the max over
+       all entries and signs from the random points and ``starts`` (``steps`` steps);
     2. per output entry and sign (the ``targets`` most promising: by the error found so far and by
        ``priority``, e.g. the interval certificate's per-entry bounds, shape (2 O,)): projected ascent on
-       s (f(X) - g(X))_e from that entry's best point, the overall best points, the data starts and
-       ``restarts`` random points: sign-gradient steps with a decaying step (from ``step_size`` of the box),
+       s (f(X) - g(X))_e from that entry's best point, the overall best point, the data starts and
+       ``restarts`` random points (on inputs of more than ``COORDINATE_DIMS`` entries: the first data start
+       and one random point): sign-gradient steps with a decaying step (from ``step_size`` of the box),
        then Adam;
     3. greedy vertex search: from each target's best point rounded to a vertex and (inputs of at most
        ``COORDINATE_DIMS`` entries) its 8 best random vertices; on larger inputs for the 16 best targets only, the best single coordinate flip (all of them on small inputs, else the most promising by
@@ -225,11 +227,33 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
                 break
         return moves
 
+    def ascent_global(X0):
+        """Sign-gradient ascent on max over every output entry and sign (the attack before issue 15)."""
+        nonlocal evals
+        X = X0.clone().requires_grad_(True)
+        for it in range(steps):
+            v, col = _signed_diff(f, g, X).max(1)
+            record(X.detach(), col)
+            (grad,) = torch.autograd.grad(v.sum(), X)
+            with torch.no_grad():
+                X += 0.05 * width * (0.97 ** it) * grad.sign()
+                X.clamp_(lo, hi)
+            evals += len(X)
+            if expired():
+                return
+        with torch.no_grad():
+            v, col = _signed_diff(f, g, X).max(1)
+        record(X.detach(), col)
+
     info = {"vertices": vertices, "targets": len(order), "rounds": 0, "greedy": 0, "coordinate_moves": 0}
+    g0 = [P[len(P) - restarts - (0 if starts is None else len(starts)):]]  # the random and data starts
+    ascent_global(torch.cat(g0))
+    n_rand = 1 if large else restarts
+    data_starts = data_starts[:1] if large else data_starts
     rnd = 0
     while not expired() and (max_rounds is None or rnd < max_rounds):
         g_r = torch.Generator().manual_seed(seed * 1_000_003 + rnd + 1)
-        per = max(1, batch // (3 + len(data_starts) + restarts))
+        per = max(1, batch // (3 + len(data_starts) + n_rand))
         for ch in range(0, len(order), per):
             if expired():
                 break
@@ -239,7 +263,7 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             X0 = [top, best_X[best_val.argmax()].expand(len(cols), *shape)]
             X0 += [d.expand(len(cols), *shape) for d in data_starts]
             X0 += [lo + width * torch.rand((len(cols), *shape), generator=g_r, dtype=torch.float64)
-                   for _ in range(restarts)]
+                   for _ in range(n_rand)]
             ascent(cols.repeat(len(X0)), torch.cat(X0))
         if expired():
             break
@@ -372,7 +396,8 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
         from .exact_sup import exact_sup
 
         ex = exact_sup(target, effective, shape, lo, hi, solver=solver, time_limit=exact_time_limit,
-                       total_time=exact_total_time, lower_bound=adv["abs"], seed=seed, progress=progress)
+                       total_time=exact_total_time, lower_bound=adv["abs"], seed=seed, progress=progress,
+                       evaluate_with=g)
         ex["upper"] = min(ex["upper"], cert_abs) if cands else ex["upper"]
     out = {"empirical": emp, "adversarial": adv, "certified": certificate, "interval": interval, "exact": ex}
     top = emp["max_abs_f"] if emp else math.nan

@@ -15,6 +15,7 @@ import importlib.util
 EXPERIMENTS = {
     "iclr-lenet5": "pipelines.experiments.iclr_lenet5",
     "iclr-construction": "pipelines.experiments.iclr_construction",
+    "structured-random": "pipelines.experiments.structured_random",
     "bench": "pipelines.experiments.bench",
     "verification": "pipelines.experiments.verification",
 }

@@ -62,11 +62,11 @@ class Config(ExperimentConfig):
     milp_solver: str = "highs"
     time_limit: float = 30.0
     milp_total: float = 60.0
-    attack_time: float = 20.0
-    attack_rounds: int = 4
+    attack_time: float = 30.0
+    attack_rounds: int = 10
     empirical_points: int = 2000
     lenet5_ns: tuple = (10, 20)
-    lenet5_milp_total: float = 240.0
+    lenet5_milp_total: float = 180.0
     lenet5_attack_time: float = 60.0
 
     def __post_init__(self) -> None:

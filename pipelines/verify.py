@@ -345,7 +345,8 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
            steps: int = 60, seed: int = 0, input_shape=None, evaluate_with: nn.Module | None = None,
            certificate: dict | None = None, effective: nn.Module | None = None, domain=(0.0, 1.0),
            attack_time: float | None = 3.0, attack_rounds: int | None = 1, exact: bool = False, solver: str = "highs",
-           exact_time_limit: float | None = 60.0, exact_total_time: float | None = 600.0, progress=None) -> dict:
+           exact_time_limit: float | None = 60.0, exact_total_time: float | None = 600.0, progress=None,
+           confirm_with: str | None = "scip") -> dict:
     """The four numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64), on the
     input box ``domain`` = (lo, hi):
 
@@ -412,7 +413,7 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
 
         ex = exact_sup(target, effective, shape, lo, hi, solver=solver, time_limit=exact_time_limit,
                        total_time=exact_total_time, lower_bound=adv["abs"], seed=seed, progress=progress,
-                       evaluate_with=g)
+                       evaluate_with=g, confirm_with=confirm_with)
         ex["upper"] = min(ex["upper"], cert_abs) if cands else ex["upper"]
     out = {"empirical": emp, "adversarial": adv, "certified": certificate, "interval": interval, "exact": ex}
     top = emp["max_abs_f"] if emp else math.nan

@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
                    help="also the exact sup over the input box by MILP (one per output channel, border class and "
                         "sign; where one does not close, its dual bound is reported)")
     p.add_argument("--solver", default="highs", choices=["highs", "scip", "cbc"], help="MILP solver of --exact")
+    p.add_argument("--confirm-with", default="scip", choices=["highs", "scip", "cbc", "none"],
+                   help="second solver run on every MILP of --exact; the larger dual bound is kept (none: no second run)")
     p.add_argument("--exact-time-limit", type=positive_float, default=60.0, metavar="SECONDS",
                    help="seconds per MILP of --exact")
     p.add_argument("--exact-total", type=positive_float, default=600.0, metavar="SECONDS",
@@ -130,7 +132,8 @@ def run(args) -> int:
                  input_shape=(1, 28, 28), evaluate_with=pruned.compact(), certificate=c.certify(),
                  effective=c.effective(), domain=domain, attack_time=args.attack_time, attack_rounds=args.attack_rounds,
                  exact=args.exact, solver=args.solver, exact_time_limit=args.exact_time_limit,
-                 exact_total_time=args.exact_total, progress=progress)
+                 exact_total_time=args.exact_total, progress=progress,
+                 confirm_with=None if args.confirm_with == "none" else args.confirm_with)
     s = res["summary"]
     if args.json:
         print(json.dumps(s))

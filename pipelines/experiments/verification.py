@@ -60,6 +60,7 @@ class Config(ExperimentConfig):
     seed: int = 0
     solver: str = "exact"
     milp_solver: str = "highs"
+    milp_confirm: str = "scip"
     time_limit: float = 30.0
     milp_total: float = 60.0
     attack_time: float = 30.0
@@ -89,7 +90,7 @@ def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total,
                  evaluate_with=c.network.compact() if hasattr(c.network, "compact") else None,
                  certificate=c.certify(), effective=c.effective(), attack_time=attack_time,
                  attack_rounds=config.attack_rounds, exact=True, solver=config.milp_solver,
-                 exact_time_limit=config.time_limit, exact_total_time=milp_total)
+                 exact_time_limit=config.time_limit, exact_total_time=milp_total, confirm_with=config.milp_confirm)
     s, ex, adv = res["summary"], res["exact"], res["adversarial"]
     upper = s["exact_upper"]
     return {"kind": kind, "target": name, "n": n, "input_shape": "x".join(map(str, shape)),

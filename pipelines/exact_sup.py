@@ -292,7 +292,11 @@ def exact_sup(target: nn.Sequential, effective: nn.Sequential, shape, lo: float 
     bounds = interval_bounds(f_ops, g_ops, shape, lo, hi)
     pars = _parents(f_ops, shape)
     out_shape = pars[-1][2]
-    ud, ld = bounds[-1]["ud"].reshape(-1).numpy(), bounds[-1]["ld"].reshape(-1).numpy()
+    # g (``evaluate_with``) equals ``effective`` up to float64 rounding: widen by 1e-9 of the output magnitude,
+    # as pipelines.bounds.certified_intervals does
+    mag = max(float(bounds[-1][k].abs().max()) for k in ("lx", "ux", "ly", "uy"))
+    ud = bounds[-1]["ud"].reshape(-1).numpy() + 1e-9 * mag
+    ld = bounds[-1]["ld"].reshape(-1).numpy() - 1e-9 * mag
     classes: dict[tuple, list[int]] = {}
     cones = {}
     for e in range(int(np.prod(out_shape))):

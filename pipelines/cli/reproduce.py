@@ -6,7 +6,7 @@ import time
 from .args import (MAX_N, CliError, bounded_int, check_input_folder, check_output_file, check_output_folder,
                    command_line, int_list, n_jobs, positive_float, seed, stage_log, str_list)
 
-HELP = "reproduce an experiment (iclr-lenet5, iclr-construction, structured-random, structured-lenet5, rfss-density)"
+HELP = "reproduce an experiment (iclr-lenet5, iclr-construction, structured-random, structured-lenet5, rfss-density, verification)"
 EXAMPLE = "slth reproduce iclr-construction --ns 10,20,30 --scale none,auto --out results/iclr-construction"
 
 

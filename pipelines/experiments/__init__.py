@@ -15,10 +15,11 @@ import importlib.util
 EXPERIMENTS = {
     "iclr-lenet5": "pipelines.experiments.iclr_lenet5",
     "iclr-construction": "pipelines.experiments.iclr_construction",
-    "bench": "pipelines.experiments.bench",
     "structured-random": "pipelines.experiments.structured_random",
+    "bench": "pipelines.experiments.bench",
     "structured-lenet5": "pipelines.experiments.structured_lenet5",
     "rfss-density": "pipelines.experiments.rfss_density",
+    "verification": "pipelines.experiments.verification",
 }
 
 #: what every experiment module must define

@@ -408,7 +408,9 @@ def caveats(rows) -> list[str]:
         out.append(f"- Machine load (1-min load average per row, 2 cores): {min(loads):.2f}-{max(loads):.2f}. Above 2, "
                    "other jobs shared the cores: solver budgets are wall-clock limits, so a loaded machine gets less "
                    "search per instance, and latencies (medians of few calls) are noisy, especially with 2 threads. "
-                   "Rerun on an idle machine (every solve comes back from the store) to re-measure latency.")
+                   "A rerun takes every solve from the store: the masks (and their solver budgets) are those of the "
+                   "run that solved them, under that run's load (the runs table below lists every run with its "
+                   "load), while the latencies and timings are the rerun's.")
     starved = [r for r in rows if r["construction"] == "iclr" and "heuristic:time_limit" in str(r.get("statuses", ""))]
     if starved:
         worst = max(starved, key=lambda r: _f(r["per_image_rel"]))

@@ -400,12 +400,15 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
         worst = data[err.argsort(descending=True)[:4]]
     else:
         emp, worst = None, None
-    interval = None
+    interval, interval_note = None, ""
     if effective is not None:
         eff = _f64(effective)
         for p in eff.parameters():
             p.requires_grad_(False)
-        interval = certified_intervals(f, eff, shape, lo, hi)
+        try:
+            interval = certified_intervals(f, eff, shape, lo, hi)
+        except ValueError as exc:  # a layer the interval propagation does not carry (e.g. Linear, Flatten):
+            interval, interval_note = None, str(exc)  # the Appendix B certificate alone stands (it carries them)
     # the attack runs on the effective network where there is one (same function, far fewer channels); its
     # best point is then evaluated on the pruned network itself, so the reported error is one g attains
     adv = adversarial(f, eff if effective is not None else g, shape, starts=worst, restarts=restarts, steps=steps,
@@ -436,6 +439,7 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
                       "certified_rel": cert_abs / top if emp else math.nan,
                       "certified_appendix_b": certificate["abs"] if certificate is not None else math.nan,
                       "certified_interval": interval["abs"] if interval is not None else math.nan,
+                      "interval_unavailable": interval_note,
                       "exact_lower": ex["lower"] if ex else math.nan, "exact_upper": ex["upper"] if ex else math.nan,
                       "exact_closed": bool(ex["closed"]) if ex else False,
                       "exact_milps": ex["milps"] if ex else 0,

@@ -257,6 +257,18 @@ def _first_line(exc) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _json(blob: dict, key: str):
+    """``blob[key]`` parsed as JSON (the file formats keep structured fields as JSON strings); one
+    :class:`ConstructionError` line naming the key otherwise."""
+    text = blob.get(key)
+    if not isinstance(text, str):
+        raise ConstructionError(f"{key}: expected a JSON string, got {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConstructionError(f"{key}: not valid JSON ({_first_line(exc)})") from None
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -46,8 +46,8 @@ from torch.nn.utils import prune
 
 from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
 from . import structured_cnn
-from .random_cnn import (ConstructionError, OutputScale, PrunedRandomCNN, check_layers_spec, check_memory,
-                         expected_state_shapes, parameter_count)
+from .random_cnn import (ConstructionError, OutputScale, PrunedRandomCNN, _first_line, _json, check_layers_spec,
+                         check_memory, expected_state_shapes, parameter_count)
 
 FORMAT = "slth-pruned-random-net/1"
 _FILE_KEYS = {"format", "construction", "conv", "dense", "extra", "state_dict"}
@@ -393,19 +393,6 @@ class PrunedRandomNet(nn.Module):
         return model
 
 
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def _json(blob: dict, key: str):
-    text = blob.get(key)
-    if not isinstance(text, str):
-        raise ConstructionError(f"{key}: expected a JSON string, got {type(text).__name__}")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConstructionError(f"{key}: not valid JSON ({_first_line(exc)})") from None
 
 
 def _check_blob(blob: dict):

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
-from .random_cnn import BlockSpec, ConstructionError, OutputScale, check_layers_spec, check_memory
+from .random_cnn import BlockSpec, ConstructionError, OutputScale, _first_line, _json, check_layers_spec, check_memory
 
 FORMAT = "slth-structured-random-cnn/1"
 #: what a block is built to be exact on: every real input, or non-negative inputs only
@@ -235,10 +235,6 @@ def random_parameter_count(spec: list[dict], n: int, blocks: str = "channel") ->
     return sum(math.prod(s) for k, s in state_shapes(spec, n, blocks).items() if k.endswith("_orig"))
 
 
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
 
 class StructuredRandomCNN(nn.Module):
     """The 2l-layer random CNN of Theorem 3 with its masks, as a real module.
@@ -412,15 +408,6 @@ def _compact_pair_block(m: StructuredBlock, dt) -> list[nn.Module]:
             U.bias.copy_(m.U.bias)
     return [V, nn.ReLU(), U]
 
-
-def _json(blob: dict, key: str):
-    text = blob.get(key)
-    if not isinstance(text, str):
-        raise ConstructionError(f"{key}: expected a JSON string, got {type(text).__name__}")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConstructionError(f"{key}: not valid JSON ({_first_line(exc)})") from None
 
 
 def _check_blob(blob: dict):

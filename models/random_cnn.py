@@ -269,6 +269,35 @@ def _json(blob: dict, key: str):
         raise ConstructionError(f"{key}: not valid JSON ({_first_line(exc)})") from None
 
 
+def check_state_shapes(sd, shapes: dict[str, tuple], spec: str = "spec") -> None:
+    """A file's state_dict against the tensor shapes its ``spec`` implies: a dict of dense tensors by
+    name with exactly those names and shapes (checked before any value is read or anything allocated)."""
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise ConstructionError("state_dict: expected a dict of tensors by name")
+    for key in sd:
+        if key not in shapes:
+            raise ConstructionError(f"state_dict[{key!r:.80}]: not a tensor of the network its {spec} describes")
+    for key, shape in shapes.items():
+        t = sd.get(key)
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            raise ConstructionError(f"state_dict[{key!r}]: missing or not a dense tensor (the {spec} implies {shape})")
+        if tuple(t.shape) != shape:
+            raise ConstructionError(f"state_dict[{key!r}]: shape {tuple(t.shape)}, but the {spec} implies {shape}")
+
+
+def check_state_values(sd, keys) -> None:
+    """Masks exactly 0/1, every other tensor finite floats (after :func:`check_state_shapes`)."""
+    for key in keys:
+        t, where = sd[key], f"state_dict[{key!r}]"
+        if key.endswith("_mask"):
+            try:
+                check_mask(t, t, where)
+            except MaskError as exc:
+                raise ConstructionError(_first_line(exc)) from None
+        elif not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ConstructionError(f"{where}: expected finite floats")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -386,13 +415,11 @@ def check_memory(parameters: int, field: str = "n") -> None:
 
 
 def _json_field(blob: dict, key: str, default: str, path) -> object:
-    text = blob.get(key, default)
-    if not isinstance(text, str):
-        raise ConstructionError(f"{path}: {key}: expected a JSON string, got {type(text).__name__}")
+    """:func:`_json` of ``blob[key]`` (``default`` when absent), its error prefixed with ``path``."""
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConstructionError(f"{path}: {key}: not valid JSON ({_first_line(exc)})") from None
+        return _json({key: blob.get(key, default)}, key)
+    except ConstructionError as exc:
+        raise ConstructionError(f"{path}: {exc}") from None
 
 
 def check_pruned_blob(blob: dict, path) -> tuple:

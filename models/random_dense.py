@@ -44,10 +44,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
+from .masks import freeze, ones_mask, set_mask
 from . import structured_cnn
 from .random_cnn import (ConstructionError, OutputScale, PrunedRandomCNN, _first_line, _json, check_layers_spec,
-                         check_memory, expected_state_shapes, parameter_count)
+                         check_memory, check_state_shapes, check_state_values, expected_state_shapes, parameter_count)
 
 FORMAT = "slth-pruned-random-net/1"
 _FILE_KEYS = {"format", "construction", "conv", "dense", "extra", "state_dict"}
@@ -444,28 +444,11 @@ def _check_blob(blob: dict):
     if not isinstance(extra, dict):
         raise ConstructionError(f"extra: expected a JSON object, got {type(extra).__name__}")
     sd = blob["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
-        raise ConstructionError("state_dict: expected a dict of tensors by name")
-    for key in sd:
-        if key not in shapes:
-            raise ConstructionError(f"state_dict[{key!r:.80}]: not a tensor of the network its specs describe")
-    for key, shape in shapes.items():
-        t = sd.get(key)
-        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
-            raise ConstructionError(f"state_dict[{key!r}]: missing or not a dense tensor (the specs imply {shape})")
-        if tuple(t.shape) != shape:
-            raise ConstructionError(f"state_dict[{key!r}]: shape {tuple(t.shape)}, but the specs imply {shape}")
+    check_state_shapes(sd, shapes, "specs")
+    check_state_values(sd, shapes)
     for key in shapes:
-        t, where = sd[key], f"state_dict[{key!r}]"
-        if key.endswith("_mask"):
-            try:
-                check_mask(t, t, where)
-            except MaskError as exc:
-                raise ConstructionError(_first_line(exc)) from None
-        elif not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-            raise ConstructionError(f"{where}: expected finite floats")
-        elif key.endswith(("U.weight", "U.weight_neg", "U.bias")) and key.startswith("head.") and bool((t < 0).any()):
-            raise ConstructionError(f"{where}: the fan-out weights are non-negative by construction")
+        if key.endswith(("U.weight", "U.weight_neg", "U.bias")) and key.startswith("head.") and bool((sd[key] < 0).any()):
+            raise ConstructionError(f"state_dict[{key!r}]: the fan-out weights are non-negative by construction")
     for prefix, scales in (("conv.", conv["scales"] if conv else None), ("", dense["scales"])):
         if scales is None:
             continue

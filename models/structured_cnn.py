@@ -42,8 +42,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .masks import MaskError, check_mask, freeze, ones_mask, set_mask
-from .random_cnn import BlockSpec, ConstructionError, OutputScale, _first_line, _json, check_layers_spec, check_memory
+from .masks import freeze, ones_mask, set_mask
+from .random_cnn import (BlockSpec, ConstructionError, OutputScale, _first_line, _json, check_layers_spec, check_memory,
+                         check_state_shapes, check_state_values)
 
 FORMAT = "slth-structured-random-cnn/1"
 #: what a block is built to be exact on: every real input, or non-negative inputs only
@@ -443,28 +444,10 @@ def _check_blob(blob: dict):
     if not isinstance(extra, dict):
         raise ConstructionError(f"extra: expected a JSON object, got {type(extra).__name__}")
     sd = blob["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
-        raise ConstructionError("state_dict: expected a dict of tensors by name")
     shapes = state_shapes(spec, n, blocks)
-    for key in sd:
-        if key not in shapes:
-            raise ConstructionError(f"state_dict[{key!r:.80}]: not a tensor of the network its spec describes")
-    for key, shape in shapes.items():
-        t = sd.get(key)
-        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
-            raise ConstructionError(f"state_dict[{key!r}]: missing or not a dense tensor (the spec implies {shape})")
-        if tuple(t.shape) != shape:
-            raise ConstructionError(f"state_dict[{key!r}]: shape {tuple(t.shape)}, but the spec implies {shape}")
+    check_state_shapes(sd, shapes)
     check_memory(random_parameter_count(spec, n, blocks), "spec")
-    for key in shapes:
-        t, where = sd[key], f"state_dict[{key!r}]"
-        if key.endswith("_mask"):
-            try:
-                check_mask(t, t, where)
-            except MaskError as exc:
-                raise ConstructionError(_first_line(exc)) from None
-        elif not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-            raise ConstructionError(f"{where}: expected finite floats")
+    check_state_values(sd, shapes)
     value = float(sd["output_scale.value"])
     if not math.isclose(value, math.prod(float(s) for s in scales), rel_tol=1e-6):
         raise ConstructionError(f"state_dict['output_scale.value']: {value!r} is not the product of the scales")

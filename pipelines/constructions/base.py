@@ -78,6 +78,35 @@ class LayerOptions:
 
 
 # ----------------------------------------------------------------------------- scaling
+def sequential_layers(target, expected: str, hint: str = " (pass e.g. model.features)") -> list[nn.Module]:
+    """The layers of a target that must be a non-empty ``nn.Sequential`` (of ``expected`` layers)."""
+    if not isinstance(target, nn.Sequential):
+        raise ConstructionError(f"target: expected an nn.Sequential of {expected}, got {type(target).__name__}{hint}")
+    layers = list(target)
+    if not layers:
+        raise ConstructionError("target: the nn.Sequential is empty")
+    return layers
+
+
+def check_finite_weights(i: int, m: nn.Module) -> None:
+    """Refuses target layer ``i`` when its weight or bias holds NaN or inf."""
+    for name in ("weight", "bias"):
+        p = getattr(m, name, None)
+        if p is not None and not torch.isfinite(p).all():
+            raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
+
+
+def fixed_lambdas(scale, count: int):
+    """(lambdas, info) for the scales that need no look at the instances: ``"none"`` (all 1) and a fixed
+    float (the same lambda for all ``count`` layers); None for ``"auto"``, which each construction
+    chooses from its own candidates."""
+    if scale == "none":
+        return [1.0] * count, {"mode": "none"}
+    if isinstance(scale, float):
+        return [scale] * count, {"mode": "fixed", "value": scale}
+    return None
+
+
 def parse_scale(scale) -> str | float:
     """``"none"``, ``"auto"`` or a finite positive float (the same lambda for every conv)."""
     if isinstance(scale, str):
@@ -137,6 +166,12 @@ class Construction:
     target: nn.Sequential
     network: nn.Module
     lambdas: list[float]
+
+    def _set_output_scale(self) -> None:
+        """Records the scaling factors lambda_i in the network and sets its output scale Lambda_l = prod lambda_i."""
+        self.network.scales = list(self.lambdas)
+        with torch.no_grad():
+            self.network.output_scale.value.fill_(float(np.prod(self.lambdas)))
 
     @classmethod
     def check_target(cls, target: nn.Module) -> list[nn.Module]:  # pragma: no cover - interface

@@ -58,7 +58,8 @@ from models.structured_cnn import SignSplitConv2d
 from models.random_tensors import random_tensor
 
 from ..verify import certified
-from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale
+from .base import (Construction, LayerOptions, Subproblem, check_finite_weights, cumulative,
+                   fixed_lambdas, parse_scale, sequential_layers)
 from .iclr import IclrConstruction, _layers_spec
 from .structured import StructuredConstruction
 
@@ -181,12 +182,7 @@ class RfssConstruction(Construction):
         """(conv part, head) of a validated target: ``nn.Sequential`` of Conv2d / ReLU / MaxPool2d layers (checked
         by the conv part's construction, ``conv``: ICLR, or structured on ``conv_domain``), then optionally
         Flatten and Linear / ReLU layers with finite weights."""
-        if not isinstance(target, nn.Sequential):
-            raise ConstructionError(f"target: expected an nn.Sequential of Conv2d/ReLU/MaxPool2d/Flatten/Linear, got "
-                                    f"{type(target).__name__}")
-        layers = list(target)
-        if not layers:
-            raise ConstructionError("target: the nn.Sequential is empty")
+        layers = sequential_layers(target, "Conv2d/ReLU/MaxPool2d/Flatten/Linear", hint="")
         split = next((i for i, m in enumerate(layers) if isinstance(m, (nn.Flatten, nn.Linear))), len(layers))
         conv_layers, head = layers[:split], layers[split:]
         for i, m in enumerate(layers):
@@ -197,9 +193,7 @@ class RfssConstruction(Construction):
             if isinstance(m, nn.Flatten) and i != split:
                 raise ConstructionError(f"target[{i}]: Flatten is supported only where the dense head starts")
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                for name, p in (("weight", m.weight), ("bias", m.bias)):
-                    if p is not None and not torch.isfinite(p).all():
-                        raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
+                check_finite_weights(i, m)
         if conv_layers and head and not isinstance(head[0], nn.Flatten):
             raise ConstructionError(f"target[{split}]: put an nn.Flatten between the convolutions and the first Linear")
         if conv_layers and conv == "structured":
@@ -264,10 +258,9 @@ class RfssConstruction(Construction):
 
     def _choose_lambdas(self):
         count = len(self.linears())
-        if self.scale == "none":
-            return [1.0] * count, {"mode": "none"}
-        if isinstance(self.scale, float):
-            return [self.scale] * count, {"mode": "fixed", "value": self.scale}
+        fixed = fixed_lambdas(self.scale, count)
+        if fixed is not None:
+            return fixed
         lambdas, unreachable, cum = [], [], 1.0
         for di in range(count):
             W, bias, cw, cb, cn = self._candidates(di)

@@ -35,7 +35,8 @@ from models.random_cnn import ConstructionError, PrunedRandomCNN
 from models.random_tensors import random_tensor
 
 from ..verify import certified
-from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale
+from .base import (Construction, LayerOptions, Subproblem, check_finite_weights, cumulative,
+                   fixed_lambdas, parse_scale, sequential_layers)
 
 
 def _layers_spec(layers: list[nn.Module]) -> list[dict]:
@@ -98,12 +99,7 @@ class IclrConstruction(Construction):
         """The target's layers, validated: an ``nn.Sequential`` of the layers and options in ``LAYERS``,
         where every convolution sees non-negative inputs (Theorem 1's hypothesis: it is the first
         layer, whose input domain is [0, 1], or it follows a ReLU) and has finite weights."""
-        if not isinstance(target, nn.Sequential):
-            raise ConstructionError(f"target: expected an nn.Sequential of Conv2d/ReLU/MaxPool2d, got "
-                                    f"{type(target).__name__} (pass e.g. model.features)")
-        layers = list(target)
-        if not layers:
-            raise ConstructionError("target: the nn.Sequential is empty")
+        layers = sequential_layers(target, "Conv2d/ReLU/MaxPool2d")
         nonneg = True  # the input domain [0, 1]^{D x D x c0}
         for i, m in enumerate(layers):
             if isinstance(m, nn.Linear):
@@ -120,9 +116,7 @@ class IclrConstruction(Construction):
                         f"target[{i}]: this Conv2d receives possibly negative inputs (no ReLU before it); the "
                         f"construction needs non-negative inputs to bypass the ReLU of each random block (Section "
                         f"2.1, Limitations). Put a ReLU before it")
-                for name, p in (("weight", m.weight), ("bias", m.bias)):
-                    if p is not None and not torch.isfinite(p).all():
-                        raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
+                check_finite_weights(i, m)
                 nonneg = False
             elif isinstance(m, nn.ReLU):
                 nonneg = True
@@ -157,10 +151,9 @@ class IclrConstruction(Construction):
 
     def _choose_lambdas(self):
         convs = self.convs()
-        if self.scale == "none":
-            return [1.0] * len(convs), {"mode": "none"}
-        if isinstance(self.scale, float):
-            return [self.scale] * len(convs), {"mode": "fixed", "value": self.scale}
+        fixed = fixed_lambdas(self.scale, len(convs))
+        if fixed is not None:
+            return fixed
         lambdas, unreachable, cum = [], [], 1.0
         for bi in range(len(convs)):
             need, skipped = 1.0, 0
@@ -179,11 +172,6 @@ class IclrConstruction(Construction):
         return lambdas, {"mode": "auto", "unreachable_entries": unreachable,
                          "rule": "smallest lambda_i >= 1 with every scaled entry in [sum of negative, sum of positive "
                                  "candidates]"}
-
-    def _set_output_scale(self) -> None:
-        self.network.scales = list(self.lambdas)
-        with torch.no_grad():
-            self.network.output_scale.value.fill_(float(np.prod(self.lambdas)))
 
     # ------------------------------------------------------------------ subproblems and masks
     def subproblems(self) -> list[Subproblem]:

@@ -81,7 +81,8 @@ from models.random_tensors import DISTRIBUTIONS, random_tensor
 from models.structured_cnn import BLOCKINGS, SignSplitConv2d, StructuredRandomCNN
 
 from ..verify import certified
-from .base import Construction, LayerOptions, Subproblem, cumulative, parse_scale, solve_subproblems
+from .base import (Construction, LayerOptions, Subproblem, check_finite_weights, cumulative,
+                   fixed_lambdas, parse_scale, sequential_layers, solve_subproblems)
 from .iclr import _layers_spec
 
 DOMAINS = ("signed", "nonnegative", "auto")
@@ -204,12 +205,7 @@ class StructuredConstruction(Construction):
     def check_target(cls, target: nn.Module, domain: str = "auto") -> list[nn.Module]:
         """The target's layers, validated: an ``nn.Sequential`` of the layers and options in ``LAYERS``
         with finite weights, whose convs all see non-negative inputs if ``domain == "nonnegative"``."""
-        if not isinstance(target, nn.Sequential):
-            raise ConstructionError(f"target: expected an nn.Sequential of Conv2d/ReLU/MaxPool2d, got "
-                                    f"{type(target).__name__} (pass e.g. model.features)")
-        layers = list(target)
-        if not layers:
-            raise ConstructionError("target: the nn.Sequential is empty")
+        layers = sequential_layers(target, "Conv2d/ReLU/MaxPool2d")
         for i, m in enumerate(layers):
             if isinstance(m, nn.Linear):
                 raise ConstructionError(
@@ -219,9 +215,7 @@ class StructuredConstruction(Construction):
             if isinstance(m, nn.Conv2d):
                 if isinstance(m.padding, str):
                     raise ConstructionError(f"target[{i}]: give Conv2d an integer padding, not {m.padding!r}")
-                for name, p in (("weight", m.weight), ("bias", m.bias)):
-                    if p is not None and not torch.isfinite(p).all():
-                        raise ConstructionError(f"target[{i}].{name}: contains NaN or inf; fix the model's weights")
+                check_finite_weights(i, m)
         if not any(isinstance(m, nn.Conv2d) for m in layers):
             raise ConstructionError("target: no Conv2d to approximate")
         block_domains(layers, domain)  # refuses what the domain cannot carry
@@ -283,10 +277,9 @@ class StructuredConstruction(Construction):
 
     def _choose_lambdas(self):
         convs = self.convs()
-        if self.scale == "none":
-            return [1.0] * len(convs), {"mode": "none"}
-        if isinstance(self.scale, float):
-            return [self.scale] * len(convs), {"mode": "fixed", "value": self.scale}
+        fixed = fixed_lambdas(self.scale, len(convs))
+        if fixed is not None:
+            return fixed
         lambdas, unreachable = [], []
         for bi in range(len(convs)):
             need, skipped = 1.0, 0
@@ -307,9 +300,8 @@ class StructuredConstruction(Construction):
 
     def _set_scales_and_biases(self) -> None:
         """Output scale Lambda_l and U's bias = b_i / Lambda_i (the target's bias, carried exactly)."""
-        self.network.scales = list(self.lambdas)
+        self._set_output_scale()
         with torch.no_grad():
-            self.network.output_scale.value.fill_(float(np.prod(self.lambdas)))
             for b, K, cum in zip(self.network.blocks(), self.convs(), cumulative(self.lambdas)):
                 if K.bias is not None:
                     b.U.bias.copy_(K.bias.detach().double() / cum)

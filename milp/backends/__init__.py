@@ -10,10 +10,11 @@ from .gurobi import GurobiBackend
 from .heuristic import HeuristicBackend
 from .highs import HighsBackend
 from .scip import ScipBackend
+from .tabu import TabuBackend
 
 REGISTRY: dict[str, type[Backend]] = {
     cls.name: cls for cls in (AutoBackend, ExactBackend, HeuristicBackend, CbcBackend, CpSatBackend,
-                              ScipBackend, HighsBackend, GurobiBackend)
+                              ScipBackend, HighsBackend, GurobiBackend, TabuBackend)
 }
 #: MILP backends (the ones that take the MILP encoding), in the order ``auto`` prefers them.
 MILP_SOLVERS = ("highs", "cpsat", "scip", "cbc", "gurobi")

@@ -1,8 +1,12 @@
 """``auto``: a portfolio over the other backends, registered like any of them.
 
-Exact where it fits (proven optimal; solver ``auto:exact``). Otherwise the heuristic with a quarter
+Exact where it fits (proven optimal; solver ``auto:exact``). Free MRSS with many more candidates than
+dimensions (d > 1, no cardinality, n > ``TABU_DIM_FACTOR`` * d): ``tabu`` with the whole limit (solver
+``auto:tabu``; issue 13: there the LP bound is 0, no MILP proves anything, and warm-started MILP backends
+ended 2-3x above tabu in ``results/bench-mrss-vector``). Otherwise the heuristic with a quarter
 of the time limit, then the first installed MILP backend of ``MILP_SOLVERS`` warm-started from it;
-the better of the two masks by true residual is returned (solver ``auto:<name>``). Without a time
+the better of the two masks by true residual is returned (solver ``auto:<name>``): RSS/RFSS, fixed
+cardinality (tabu's swap search lost to the heuristic there) and n <= 2 d, where MILP closes instances. Without a time
 limit the portfolio gets ``AUTO_DEFAULT_TIME_LIMIT`` seconds. ``options.warm_start`` and
 ``options.params`` are ignored (auto builds its own warm start).
 
@@ -28,16 +32,24 @@ from .heuristic import HeuristicBackend
 
 #: ``auto`` enumerates MRSS exactly while 2^n * d stays below this (about a second here).
 AUTO_EXACT_MULTI_WORK = 2 ** 24
+#: free MRSS with n > TABU_DIM_FACTOR * d goes to ``tabu`` (the LP bound is 0 from n ~ 2.5 d on)
+TABU_DIM_FACTOR = 2
 #: ``auto``'s time limit for a MILP backend when the caller gives none.
 AUTO_DEFAULT_TIME_LIMIT = 10.0
 
 
 def auto_choice(instance: Instance) -> str:
-    """The solver ``auto`` runs first: exact where it fits (proven optimal), else the MILP portfolio."""
+    """The solver ``auto`` runs first: exact where it fits (proven optimal), ``tabu`` for free MRSS with
+    n > ``TABU_DIM_FACTOR`` * d (when numba is installed), else the heuristic + MILP portfolio."""
+    from .tabu import TabuBackend
+
     if instance.d == 1 and instance.n <= MAX_N_SCALAR:
         return "exact"
     if instance.d > 1 and ExactBackend().accepts(instance)[0] and 2 ** instance.n * instance.d <= AUTO_EXACT_MULTI_WORK:
         return "exact"
+    if (instance.d > 1 and instance.cardinality is None and instance.n > TABU_DIM_FACTOR * instance.d
+            and TabuBackend.available() and TabuBackend().accepts(instance)[0]):
+        return "tabu"
     return "portfolio"
 
 
@@ -65,11 +77,16 @@ class AutoBackend(Backend):
         from . import MILP_SOLVERS, get_backend
 
         t0 = time.perf_counter()
-        if auto_choice(instance) == "exact":
+        choice = auto_choice(instance)
+        if choice == "exact":
             sol = ExactBackend().solve(instance, SolveOptions(time_limit=options.time_limit, seed=options.seed))
             sol.solver = "auto:exact"
             return sol
         limit = options.time_limit if options.time_limit is not None else AUTO_DEFAULT_TIME_LIMIT
+        if choice == "tabu":
+            sol = get_backend("tabu").solve(instance, SolveOptions(time_limit=limit, seed=options.seed))
+            sol.solver = "auto:tabu"
+            return sol
         milp = None
         for name in MILP_SOLVERS:
             try:

@@ -1,0 +1,171 @@
+"""``tabu``: tabu search on an adaptively weighted least-squares surrogate of the max-norm residual.
+
+Built for MRSS (issue 13: pick a subset of n vectors X_i in R^d whose sum is closest to z in max norm),
+where generic MILP stalls and the flip/swap descent of ``heuristic`` stops on the plateaus of the max
+norm (only the largest coordinate counts, so most moves change nothing). Here the search walks on
+
+    f_w(y) = sum_j w_j r_j^2,   r = z - X^T y,
+
+which every move changes, and re-fits the weights w to the max norm as it goes (iteratively re-weighted
+least squares toward L-infinity): every ``period`` moves, w <- (w + (|r| / ||r||_inf)^Q + FLOOR) / 2 from the
+current residual, so the coordinates that are largest now weigh most. Each move is the best non-tabu flip
+(free subsets) or swap (in/out pair; fixed cardinality k) by its change of f_w, improving or not; a moved
+item is tabu for a random 10-29 moves. With the weighted Gram matrix G = X diag(w) X^T and g = X diag(w) r,
+a flip of item j changes f_w by 2 s_j g_j + G_jj (s_j = +1 if j is in the subset, -1 otherwise) and a swap
+(i out, j in) by 2 (g_i - g_j) + G_ii + G_jj - 2 G_ij; after a move g is updated with one row of G, so a
+flip costs O(n) (O(n d) when n > ``GRAM_MAX_N`` and G is not formed) and a swap O(k (n - k)). The best
+mask by true max-norm residual over every visited mask is kept; it is recomputed in float64 by
+``Backend.finish`` (the search itself runs in float64 with incremental updates and never reports its own
+number). The search ends with ``heuristic``'s steepest flip/swap descent on the true max norm from the
+best mask (the last ``POLISH_SHARE`` of the limit). Never claims optimality.
+
+Measured (issue 13; ``results/bench-mrss-vector``): on dim-25 instances with n = 1024 NSN candidates this
+reaches 0.05-0.06 in 10 s where ``heuristic`` stops near 0.11-0.19; tabu on the plain (unweighted) least
+squares reached 0.07-0.10, a direct L^p (p = 8) objective was 30x slower per move and no better.
+
+Kernels are compiled with numba (:mod:`milp.backends._tabu_kernels`, cached on disk after the first
+compilation). Loading them counts against the time limit like everything else: a first compilation
+(~4 s here, once per machine; importing numba and loading the cached
+kernels ~0.9 s once per process) can leave a short limit with only the greedy start; :func:`warm_up` compiles
+ahead of time. Seeded (numba's generator is reseeded from ``options.seed`` before every chunk of
+moves); results depend on how many moves fit in the time limit (``params={"moves": N}`` runs exactly N
+moves, for reproducible tests). Time limit: the deadline is checked between chunks of moves sized to
+take ~``CHUNK_SECONDS``, and before every re-weighting; bound: time_limit + one chunk + one re-weighting
+(~0.05 s at n = 4096, d = 25).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..instance import Instance
+from ..solution import Solution, Status
+from .base import Backend, SolveOptions, deadline
+from .heuristic import greedy, local_search
+
+#: tabu tenure: a moved item may not move again for TENURE_LO + randint(TENURE_HI - TENURE_LO) moves
+TENURE_LO, TENURE_HI = 10, 30
+#: re-weighting w <- (w + (|r| / max|r|)^Q + FLOOR) / 2 every PERIOD moves (Q, FLOOR, PERIOD measured on
+#: dim-25 instances not in any benchmark suite: Q in 2..8 and PERIOD 1000..5000 gave the same within noise)
+Q, FLOOR, PERIOD = 4.0, 0.05, 5000
+#: the weighted Gram matrix (8 n^2 bytes) is formed up to this n; above it moves cost O(n d)
+GRAM_MAX_N = 4096
+#: wall time one chunk of moves should take (deadline checks in between)
+CHUNK_SECONDS = 0.02
+#: share of the time limit kept for the closing max-norm descent (``heuristic.local_search``)
+POLISH_SHARE = 0.05
+
+_KERNELS = None
+
+
+def _kernels():
+    """The numba-compiled move loops (compiled, or loaded from numba's cache, on first use)."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS
+    from . import _tabu_kernels as kern
+
+    _KERNELS = (kern.flips, kern.swaps)
+    warm_up()  # compile, or load from numba's cache, the one signature search() calls them with
+    return _KERNELS
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) both kernels on a tiny instance."""
+    X = np.ones((2, 2))
+    search(X, np.zeros(2), np.zeros(2, bool), None, until=float("inf"), seed=0, moves=2)
+    search(X, np.zeros(2), np.array([True, False]), 1, until=float("inf"), seed=0, moves=2)
+
+
+def search(X, z, y, k, until, seed: int, moves: int | None = None, on_improve=None):
+    """Tabu search from mask ``y`` (modified in place) until ``until`` (perf_counter) or ``moves`` moves.
+    Returns (best mask, its max-norm residual as tracked incrementally). ``on_improve()`` is called after
+    every chunk that improved the best."""
+    flips, swaps = _kernels()
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n, d = X.shape
+    y = np.asarray(y, dtype=np.bool_).copy()
+    r = np.asarray(z, dtype=np.float64) - X[y].sum(axis=0)
+    sign = np.where(y, 1.0, -1.0)
+    best_y, best_e = y.copy(), float(np.abs(r).max()) if d else 0.0
+    tabu_until = np.zeros(n, np.int64)
+    w = np.ones(d)
+    it, chunk, done, rounds = 0, 64, 0, 0
+    gram = n <= GRAM_MAX_N
+    if k is not None and (k == 0 or k == n):
+        return best_y, best_e  # nothing to swap
+    empty = np.zeros((0, 0))
+    while best_e > 0.0 and time.perf_counter() < until and (moves is None or done < moves):
+        top = float(np.abs(r).max())
+        w = 0.5 * w + 0.5 * ((np.abs(r) / top) ** Q + FLOOR if top > 0 else np.ones(d))
+        XW = np.ascontiguousarray(X * w)
+        G = XW @ X.T if gram else empty
+        sq = np.einsum("ij,ij->i", XW, X)
+        g = XW @ r
+        in_round = 0
+        while in_round < PERIOD and time.perf_counter() < until and (moves is None or done < moves):
+            m = min(chunk, PERIOD - in_round, (moves - done) if moves is not None else chunk)
+            t = time.perf_counter()
+            before = best_e
+            if k is None:
+                it, best_e = flips(X, XW, G, sq, r, g, y, sign, tabu_until, it, m, seed * 1_000_003 + rounds,
+                                   best_e, best_y, TENURE_LO, TENURE_HI)
+            else:
+                it, best_e = swaps(X, G, sq, r, g, y, tabu_until, it, m, seed * 1_000_003 + rounds, best_e,
+                                   best_y, TENURE_LO, TENURE_HI)
+            rounds += 1
+            done += m
+            in_round += m
+            if on_improve is not None and best_e < before:
+                on_improve()
+            spent = time.perf_counter() - t
+            if moves is None:  # size the next chunk to take about CHUNK_SECONDS
+                chunk = int(max(1, min(PERIOD, chunk * 2 if spent < CHUNK_SECONDS / 2 else
+                                       chunk * CHUNK_SECONDS / max(spent, 1e-9))))
+    return best_y, best_e
+
+
+class TabuBackend(Backend):
+    """Tabu search on an adaptively weighted least-squares surrogate (module docstring). Free subsets
+    (flips) and fixed cardinality (swaps; n <= ``GRAM_MAX_N``). Warm start: searched from the warm mask,
+    else from the greedy start of ``heuristic``. Never claims optimality."""
+
+    name = "tabu"
+    REQUIRED_MODULES = ("numba",)
+    SUPPORTS_WARM_START = True
+    FAST = False
+
+    def version(self) -> str:
+        import numba
+
+        return f"weighted-least-squares tabu 1 (numba {numba.__version__})"
+
+    def accepts(self, instance: Instance) -> tuple[bool, str]:
+        if instance.cardinality is not None and instance.n > GRAM_MAX_N:
+            return False, (f"fixed cardinality needs the n x n Gram matrix, formed only up to n = {GRAM_MAX_N} "
+                           f"(n = {instance.n}); use 'heuristic'")
+        return super().accepts(instance)
+
+    def _solve(self, instance: Instance, options: SolveOptions) -> Solution:
+        t0 = time.perf_counter()
+        _kernels()  # compiled or loaded from numba's cache: counted against the limit
+        until = deadline(options, t0, instance)
+        X, z, k = instance.candidates, instance.target, instance.cardinality
+        moves = options.params.get("moves")
+        if options.warm_start is not None:
+            start = np.asarray(options.warm_start).astype(bool)
+        else:
+            start = greedy(X, z, k, until)
+        times = [time.perf_counter() - t0]
+        polish_from = until - POLISH_SHARE * (until - time.perf_counter())
+        mask, _ = search(X, z, start, k, polish_from, seed=int(options.seed),
+                         moves=None if moves is None else int(moves),
+                         on_improve=lambda: times.append(time.perf_counter() - t0))
+        before = instance.residual(mask.astype(np.uint8))
+        mask, err = local_search(X, z, mask, k, until)  # steepest max-norm descent from the best mask
+        if err < before:
+            times.append(time.perf_counter() - t0)
+        status = Status.TIME_LIMIT if time.perf_counter() >= until else Status.FEASIBLE
+        return self.finish(instance, mask.astype(np.uint8), claimed=status, objective=None,
+                           seconds=time.perf_counter() - t0, time_to_first=times[0], time_to_best=times[-1])

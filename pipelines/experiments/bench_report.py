@@ -353,9 +353,9 @@ def distance_markdown(sel: list[dict]) -> list[str]:
     head = "| n | d | k | " + " | ".join(solvers) + " |"
     rule = "|---" * (3 + len(solvers)) + "|"
     floor_lines = [f"#### {sel[0]['suite']}: median residual / counting floor (the floor is an estimate, NOT a bound; "
-                   "< 1 means below the estimate)", "", head, rule]
+                   "< 1 means below the estimate; inf: no mask on half the instances or more)", "", head, rule]
     lb_lines = [f"#### {sel[0]['suite']}: median residual - lower bound (proven: the optimum lies within this of "
-                "the residual; '-': no bound)", "", head, rule]
+                "the residual; '-': no bound; inf: no mask on half the instances or more)", "", head, rule]
     for size in _sizes(sel):
         fcells, lcells = [], []
         for s in solvers:

@@ -17,6 +17,12 @@ and the bound is 0: it proves something only for n below or near d.
 Counting estimates (:func:`box_floor`, :func:`density_floor`): what 2^n subset sums would leave if they
 were spread evenly (box) or Gaussian (first moment). Estimates, not bounds: the optimum can lie on either
 side of them.
+
+Recorded with every Solution (issue 13; :func:`apply_bounds`, called by ``milp.solve``): ``floor`` =
+:func:`counting_floor`, and ``lower_bound`` = the best valid bound known, from the solve itself
+(:func:`solution_lower_bound`: ``exact``'s enumeration, CP-SAT's integer bound; never an LP-based MILP's
+dual bound, see there why) and, on request, from the instance (:func:`instance_bounds`: enumeration where
+it is cheap, else the LP bound up to :data:`LP_BOUND_MAX_CELLS`, whose measured cost is documented there).
 """
 from __future__ import annotations
 

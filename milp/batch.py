@@ -833,8 +833,9 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
         bounds: as in :func:`milp.solve`: each distinct instance's own lower bound
             (:func:`milp.bounds.instance_bounds`), computed here in this process, once per instance, before
             the solves start and outside every time limit (skipped for stored solutions that have one),
-            then recorded on every Solution and in the store. Every Solution gets ``floor`` and the
-            bound its own solve proves in any case (stored rows from before these fields: None).
+            then recorded on every Solution returned, and in the store for the solves made now (rows
+            already stored are not rewritten). Every Solution gets ``floor`` and the bound its own solve
+            proves in any case (rows stored before these fields existed: None unless ``bounds``).
 
     Returns:
         One :class:`milp.Solution` per instance, in input order; duplicates get equal copies.
@@ -920,9 +921,8 @@ def _bounds_step(instances, firsts, results, progress) -> Callable:
                     dynamic_ncols=True):
         known[uid] = instance_bounds(instances[firsts[uid]])
 
-    def prepare(uid: int, sol: Solution) -> None:
-        if sol.found:
-            apply_bounds(instances[firsts[uid]], sol, known[uid])
+    def prepare(uid: int, sol: Solution) -> None:  # an instance's bound holds whatever its solve did
+        apply_bounds(instances[firsts[uid]], sol, known[uid])
 
     return prepare
 

@@ -271,18 +271,9 @@ class Config(ExperimentConfig):
 
 
 # ----------------------------------------------------------------------------- running
-def instance_bounds(b: BenchInstance, exact: bool = True) -> dict:
-    """Per instance, once: :func:`milp.bounds.instance_bounds` (``lower_bound``: valid, the exact optimum
-    by enumeration where that takes about a second when ``exact``, else LP duality checked in float64 up to
-    ``milp.bounds.LP_BOUND_MAX_CELLS``, else None; ``floor``: the counting estimate, not a bound)."""
-    from milp.bounds import instance_bounds as bounds_of
-
-    return bounds_of(b.instance, exact=exact)
-
-
 def best_lower_bounds(rows: list[dict], bounds: dict) -> None:
     """Sets every row's ``lower_bound`` to the best valid bound known for its instance (in place): the
-    instance's own (:func:`instance_bounds`) or what any solver's solve proved (``solution_lower_bound``:
+    instance's own (``bounds[id]``, :func:`milp.bounds.instance_bounds`) or what any solver's solve proved (``solution_lower_bound``:
     ``exact`` optimal, CP-SAT's integer bound), whichever is larger, with ``lower_bound_source``."""
     best = {i: (b.get("lower_bound"), b.get("lower_bound_source") or "") for i, b in bounds.items()}
     for r in rows:
@@ -326,6 +317,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     store (default :func:`default_store`); ``skip_finished`` returns the summary already in ``out``
     when it records a finished run of this config (same key) instead of running again."""
     import milp
+    from milp.bounds import instance_bounds
 
     if not isinstance(config, Config):
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
@@ -344,7 +336,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     if progress:
         print(f"[bench] lower bounds (exact enumeration where tiny, else LP duality) and counting estimates of "
               f"{len(items)} instances", flush=True)
-    bounds = {b.id: instance_bounds(b, exact="exact" not in installed) for b in items}
+    # once per instance, outside every time limit; enumeration only when the exact solver is not run anyway
+    bounds = {b.id: instance_bounds(b.instance, exact="exact" not in installed) for b in items}
     exact_ok = milp.backends.get_backend("exact")
     rows, refused = [], []
     for solver in installed:

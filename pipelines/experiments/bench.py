@@ -288,7 +288,8 @@ def _row(b: BenchInstance, solver: str, sol, bounds: dict | None = None) -> dict
     from milp.bounds import apply_bounds
 
     apply_bounds(b.instance, sol)  # also on stored solutions from before lower_bound existed
-    return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "d": b.meta["d"], "k": b.meta.get("k"),
+    return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "n_group": b.meta.get("channels_per_half"),
+            "d": b.meta["d"], "k": b.meta.get("k"),
             **(bounds or {}),
             "solution_lower_bound": sol.lower_bound,
             "solution_lower_bound_source": sol.extra.get("lower_bound_source", "") if sol.lower_bound is not None else "",

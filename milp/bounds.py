@@ -144,7 +144,7 @@ def lp_lower_bound(instance: Instance, time_limit: float | None = 10.0) -> float
 #: :func:`instance_bounds` solves the LP of :func:`lp_lower_bound` only for instances of at most this many
 #: candidate entries n * d. Cost of the whole call measured here (``python scripts/lp_bound_cost.py``, one
 #: HiGHS thread, NSN candidates, load 0.3-0.5; kernel-like / uniform / mrss-suite targets; seconds, and the
-#: bound it proved, which is 0 from n ~ 4 d on):
+#: bound it proved, which is 0 from n ~ 2.5 d on):
 #:
 #: ======  ====================  ====================  ====================  ====================
 #: dim     n = 64                n = 256               n = 1024              n = 4096
@@ -154,8 +154,8 @@ def lp_lower_bound(instance: Instance, time_limit: float | None = 10.0) -> float
 #: 400     0.025-0.029 s (>0)    0.17-0.28 s (>0)      1.12-1.29 s (0)       4.1-4.9 s (0)
 #: ======  ====================  ====================  ====================  ====================
 #:
-#: About 1-3 us per cell, so the cap keeps one bound below ~2 s here (dim 400, n = 1024: 1.3 s; dim 150,
-#: n = 4096: 0.6 s) and skips only sizes where the bound is 0 anyway (n >> dim). It is computed outside
+#: About 0.6-3 us per cell, so the cap keeps one bound below ~2 s here (dim 400, n = 1024: 1.3 s; dim 150,
+#: n = 4096: 0.6 s) and, for dim <= 400, skips only sizes where the bound is 0 anyway. It is computed outside
 #: every time-limited solve (``milp.solve(..., bounds=True)``, ``milp.solve_many(..., bounds=True)``,
 #: ``slth solve``, ``slth bench``), never inside a backend's time limit.
 LP_BOUND_MAX_CELLS = 600_000

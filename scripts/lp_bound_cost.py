@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=120.0, help="HiGHS time limit per LP")
     ap.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     args = ap.parse_args(argv)
-    lines = [f"Command: `{command_line(prog='python scripts/lp_bound_cost.py')}`", "", f"Machine: {machine_line(load_label='load')}", "",
+    lines = [f"Command: `{command_line(prog='python scripts/lp_bound_cost.py')}`", "",
+             f"Machine: {machine_line(load_label='load')}", "",
              "| dim | n | n*dim | target | seconds | lower bound | ||z||_inf |", "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for d in [int(x) for x in args.dims.split(",")]:

@@ -273,8 +273,9 @@ class Config(ExperimentConfig):
 # ----------------------------------------------------------------------------- running
 def best_lower_bounds(rows: list[dict], bounds: dict) -> None:
     """Sets every row's ``lower_bound`` to the best valid bound known for its instance (in place): the
-    instance's own (``bounds[id]``, :func:`milp.bounds.instance_bounds`) or what any solver's solve proved (``solution_lower_bound``:
-    ``exact`` optimal, CP-SAT's integer bound), whichever is larger, with ``lower_bound_source``."""
+    instance's own (``bounds[id]``, :func:`milp.bounds.instance_bounds`) or what any solver's solve proved
+    (``solution_lower_bound``: ``exact`` optimal, CP-SAT's integer bound), whichever is larger, with
+    ``lower_bound_source``."""
     best = {i: (b.get("lower_bound"), b.get("lower_bound_source") or "") for i, b in bounds.items()}
     for r in rows:
         own, cur = r.get("solution_lower_bound"), best.get(r["id"], (None, ""))
@@ -292,7 +293,8 @@ def _row(b: BenchInstance, solver: str, sol, bounds: dict | None = None) -> dict
             "d": b.meta["d"], "k": b.meta.get("k"),
             **(bounds or {}),
             "solution_lower_bound": sol.lower_bound,
-            "solution_lower_bound_source": sol.extra.get("lower_bound_source", "") if sol.lower_bound is not None else "",
+            "solution_lower_bound_source": (sol.extra.get("lower_bound_source", "") if sol.lower_bound is not None
+                                            else ""),
             "solver": solver, "residual": float(sol.error), "status": sol.status.value,
             "claimed_optimal": bool(sol.claimed_optimal), "seconds": float(sol.seconds),
             "time_to_first": sol.time_to_first, "time_to_best": sol.time_to_best,

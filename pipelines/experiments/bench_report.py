@@ -426,7 +426,7 @@ def bounds_markdown(sel: list[dict]) -> list[str]:
         lines.append(f"| {n} | {d} | {k or '-'} | {best:.3g} | {lb} | {est:.3g} | "
                      f"{best / est if est > 0 else math.inf:.3g} |")
     return lines + ["", "Lower bound: proven, the best of the exact optimum (enumeration, tiny n), CP-SAT's integer "
-                        "bound less its rounding, and LP duality recomputed in float64 (0 once n exceeds ~4 d); never a "
+                        "bound less its rounding, and LP duality recomputed in float64 (0 once n exceeds ~2.5 d); never a "
                         "MILP's own dual bound, which holds only within its tolerances (`milp.bounds`). Counting "
                         "estimate: first moment over the 2^n subsets (C(n, k) with a cardinality k), an estimate, "
                         "not a bound.", ""]
@@ -434,8 +434,9 @@ def bounds_markdown(sel: list[dict]) -> list[str]:
 
 def read_csv(path) -> list[dict]:
     """results.csv back into rows (numbers as numbers, '' as None), e.g. to redraw the report."""
-    ints, floats = {"n", "n_group", "d", "k"}, {"residual", "reference", "ratio", "seconds", "time_to_first", "time_to_best",
-                                     "solver_objective", "lower_bound", "solution_lower_bound", "floor"}
+    ints = {"n", "n_group", "d", "k"}
+    floats = {"residual", "reference", "ratio", "seconds", "time_to_first", "time_to_best", "solver_objective",
+              "lower_bound", "solution_lower_bound", "floor"}
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):

@@ -42,7 +42,7 @@ def check_options(time_limit, seed, threads) -> None:
 
 
 def solve(instance: Instance, solver: str = "auto", time_limit: float | None = None, seed: int = 0,
-          threads: int = 1, warm_start=None, params: dict | None = None) -> Solution:
+          threads: int = 1, warm_start=None, params: dict | None = None, bounds: bool = False) -> Solution:
     """Solve one subset-sum instance.
 
     Args:
@@ -54,9 +54,15 @@ def solve(instance: Instance, solver: str = "auto", time_limit: float | None = N
         warm_start: a 0/1 mask of length n to hint, or ``"heuristic"`` to compute one first (with a
             quarter of ``time_limit``; the backend gets the rest).
         params: backend-specific parameters (e.g. ``{"scale": 1e6}`` or native solver options).
+        bounds: also compute the instance's own lower bound (:func:`milp.bounds.instance_bounds`: exact
+            enumeration where it takes about a second at most, else the LP-duality bound up to
+            ``milp.bounds.LP_BOUND_MAX_CELLS``), *after* the time-limited solve and outside its limit
+            (up to ~2 s more here; ``extra['bounds_seconds']`` records it).
 
     Returns:
-        A :class:`milp.Solution` whose ``error`` is recomputed from its 0/1 mask.
+        A :class:`milp.Solution` whose ``error`` is recomputed from its 0/1 mask, with ``floor`` (the
+        counting estimate) and ``lower_bound`` (the best valid lower bound known: always what the solve
+        itself proves, :func:`milp.bounds.solution_lower_bound`; with ``bounds`` also the instance's).
     """
     if not isinstance(instance, Instance):
         raise TypeError(f"instance must be a milp.Instance, got {type(instance).__name__}")
@@ -79,7 +85,22 @@ def solve(instance: Instance, solver: str = "auto", time_limit: float | None = N
             raise ValueError(f"warm_start must be a 0/1 vector of length n={instance.n}")
     options = SolveOptions(time_limit=time_limit, seed=int(seed), threads=int(threads),
                            warm_start=warm_start, params=dict(params or {}))
-    return backend.solve(instance, options)
+    sol = backend.solve(instance, options)
+    return with_bounds(instance, sol, bounds)
+
+
+def with_bounds(instance: Instance, sol: Solution, compute: bool = False) -> Solution:
+    """``sol`` with ``floor`` and ``lower_bound`` recorded (:func:`milp.bounds.apply_bounds`); with
+    ``compute`` the instance's own bound too (not when the solve already proved the optimum)."""
+    from .bounds import apply_bounds, instance_bounds
+
+    apply_bounds(instance, sol)
+    proven = sol.lower_bound is not None and sol.extra.get("lower_bound_source") == "exact"
+    if compute and not proven:
+        t0 = time.perf_counter()
+        apply_bounds(instance, sol, instance_bounds(instance))
+        sol.extra["bounds_seconds"] = time.perf_counter() - t0
+    return sol
 
 
 def solve_auto(instance: Instance, time_limit, seed, threads) -> Solution:

@@ -366,8 +366,9 @@ class _Task:
 class _Sink:
     """Takes results as they arrive: fills ``results``, commits to the store promptly, moves the bar."""
 
-    def __init__(self, results, db, keys, requests, bar):
+    def __init__(self, results, db, keys, requests, bar, prepare: Callable | None = None):
         self.results, self.db, self.keys, self.requests, self.bar = results, db, keys, requests, bar
+        self.prepare = prepare  # (uid, Solution) -> None, run before a result is kept and stored
         self.seen: set[int] = set()
         self.rows: list = []
         self.since = 0.0
@@ -379,6 +380,8 @@ class _Sink:
             if uid in self.seen:
                 continue
             self.seen.add(uid)
+            if self.prepare is not None:
+                self.prepare(uid, sol)
             self.results[uid] = sol
             fresh += 1
             if self.db is not None and sol.status != Status.FAILED and not sol.extra.get("watchdog"):
@@ -805,7 +808,8 @@ def _run_dask(client, chunks: list[list], worker: Callable, common: tuple, sink:
 def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int = 1, store=None,
                time_limit: float | None = None, seed: int = 0, threads: int = 1, chunk_size: int | None = None,
                backend: str = "loky", scheduler=None, progress: bool = True, params: dict | None = None,
-               dask_worker_timeout: float | None = None, _worker: Callable = _solve_chunk) -> list[Solution]:
+               dask_worker_timeout: float | None = None, bounds: bool = False,
+               _worker: Callable = _solve_chunk) -> list[Solution]:
     """Solve many instances in parallel; results in input order.
 
     Args:
@@ -826,6 +830,12 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
         progress: show a tqdm bar (rate and ETA) on stderr.
         dask_worker_timeout: with Dask, seconds to wait for a worker when the cluster has none
             (None: ``DASK_NO_WORKER_TIMEOUT``), then :class:`NoDaskWorkersError`.
+        bounds: as in :func:`milp.solve`: each distinct instance's own lower bound
+            (:func:`milp.bounds.instance_bounds`), computed here in this process, once per instance, before
+            the solves start and outside every time limit (skipped for stored solutions that have one),
+            then recorded on every Solution returned, and in the store for the solves made now (rows
+            already stored are not rewritten). Every Solution gets ``floor`` and the bound its own solve
+            proves in any case (rows stored before these fields existed: None unless ``bounds``).
 
     Returns:
         One :class:`milp.Solution` per instance, in input order; duplicates get equal copies.
@@ -864,6 +874,11 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
             for uid, key in enumerate(keys):
                 results[uid] = cached.get(key)
         todo = [uid for uid, r in enumerate(results) if r is None]
+        prepare = _bounds_step(instances, firsts, results, progress) if bounds else None
+        if prepare is not None:
+            for uid, r in enumerate(results):
+                if r is not None:
+                    prepare(uid, r)
 
         if todo:
             if db is not None and hasattr(db, "check_writable"):
@@ -871,7 +886,7 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
             timeout = DASK_NO_WORKER_TIMEOUT if dask_worker_timeout is None else float(dask_worker_timeout)
             _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_jobs, chunk_size,
                  backend, scheduler, progress, (solver, time_limit, int(threads), params), _worker,
-                 cached=len(firsts) - len(todo), no_worker_timeout=timeout)
+                 cached=len(firsts) - len(todo), no_worker_timeout=timeout, prepare=prepare)
     finally:
         if own_store:
             db.close()
@@ -886,6 +901,32 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
     return out
 
 
+def _bounds_step(instances, firsts, results, progress) -> Callable:
+    """``solve_many(bounds=True)``: the instance bounds of every distinct instance whose stored solution
+    lacks them, computed now (one process, outside every time limit); returns the step that records them
+    on a Solution (:func:`milp.bounds.apply_bounds`)."""
+    from tqdm.auto import tqdm
+
+    from .bounds import apply_bounds, counting_floor, instance_bounds
+
+    known = {}
+    need = []
+    for uid, r in enumerate(results):
+        if r is not None and r.extra.get("lower_bound_source") in ("exact", "lp") and r.lower_bound is not None:
+            known[uid] = {"lower_bound": r.lower_bound, "lower_bound_source": r.extra["lower_bound_source"],
+                          "floor": r.floor if r.floor is not None else counting_floor(instances[firsts[uid]])}
+        else:
+            need.append(uid)
+    for uid in tqdm(need, unit="inst", desc="solve_many[bounds]", disable=None if progress else True,
+                    dynamic_ncols=True):
+        known[uid] = instance_bounds(instances[firsts[uid]])
+
+    def prepare(uid: int, sol: Solution) -> None:  # an instance's bound holds whatever its solve did
+        apply_bounds(instances[firsts[uid]], sol, known[uid])
+
+    return prepare
+
+
 def _stored(db, keys, instances) -> dict:
     """Stored solutions of ``keys``, checked against their instances when the store can do that."""
     try:
@@ -895,7 +936,7 @@ def _stored(db, keys, instances) -> dict:
 
 
 def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_jobs, chunk_size, backend,
-         scheduler, progress, common, worker, cached, no_worker_timeout) -> None:
+         scheduler, progress, common, worker, cached, no_worker_timeout, prepare=None) -> None:
     from tqdm.auto import tqdm
 
     time_limit = common[1]
@@ -921,7 +962,7 @@ def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_
                    dynamic_ncols=True, smoothing=0.1)
         if cached:
             bar.set_postfix_str(f"{cached} from store", refresh=False)
-        sink = _Sink(results, db, keys, requests, bar)
+        sink = _Sink(results, db, keys, requests, bar, prepare)
         try:
             if backend == "dask":
                 _run_dask(client, chunks, worker, common, sink, time_limit, no_worker_timeout)

@@ -40,8 +40,18 @@ class Solution:
         solver, solver_version: which backend and library version produced it.
         message: reason for failure or the note explaining a downgraded status.
         claimed_optimal: the solver itself declared optimality (even if not trusted).
-        bound: the solver's proven lower bound on the objective when it reports one.
+        bound: the solver's own dual bound on the objective when it reports one, in the solver's
+            tolerances: a claim, not a proof (see ``lower_bound``).
         time_to_first, time_to_best: seconds to first / best incumbent where the backend can tell.
+        extra: backend details (e.g. CP-SAT's ``scale``); ``lower_bound_source`` says where
+            ``lower_bound`` comes from.
+        lower_bound: the best *valid* lower bound on the instance's optimum known when the solution was
+            made (:func:`milp.bounds.apply_bounds`: the exact optimum when ``exact`` proved it, CP-SAT's
+            integer bound less its rounding, the LP-duality bound recomputed in float64), or None when
+            none was computed (e.g. solutions stored before these fields existed). ``error - lower_bound``
+            bounds how far ``error`` can be from the optimum.
+        floor: the first-moment counting estimate of the optimum (:func:`milp.bounds.counting_floor`): an
+            estimate, not a bound; None when not computed.
     """
 
     mask: np.ndarray
@@ -57,6 +67,8 @@ class Solution:
     time_to_first: float | None = None
     time_to_best: float | None = None
     extra: dict = field(default_factory=dict)
+    lower_bound: float | None = None
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -81,8 +93,9 @@ class Solution:
 
     def to_json(self) -> str:
         d = self.to_dict()
-        if not np.isfinite(d["error"]):
-            d["error"] = None
+        for name in ("error", "lower_bound", "floor"):
+            if d[name] is not None and not np.isfinite(d[name]):
+                d[name] = None
         return json.dumps(d)
 
     @classmethod
@@ -91,4 +104,4 @@ class Solution:
         d["mask"] = np.asarray(d["mask"], dtype=np.uint8)
         if d.get("error") is None:
             d["error"] = float("inf")
-        return cls(**d)
+        return cls(**d)  # dicts written before lower_bound / floor existed load with None

@@ -25,7 +25,8 @@ Safety:
   raises :class:`StoreError` and keeps the rows in :attr:`SolutionStore.unsaved`
   (:meth:`SolutionStore.flush` writes them later); nothing is silently dropped.
 - Stored rows are checked when read (:meth:`SolutionStore.get_many`): a mask of 0/1 characters, a
-  known status, a finite non-negative error (none only for statuses without a solution) and, when the
+  known status, a finite non-negative error (none only for statuses without a solution), a lower bound
+  (if any) that is finite, non-negative and not above the error, and, when the
   caller passes the instances, the instance hash, the mask length n, the cardinality and the error
   recomputed from the instance and the mask. A row that fails is treated as absent (so it is solved
   again, and :meth:`SolutionStore.put_many` then replaces it) and reported once as a
@@ -84,7 +85,10 @@ _SCHEMA = (
 )
 _COLUMNS = ("key", "instance_hash", "request", "status", "error", "mask", "solver", "solver_version",
             "solver_objective", "seconds", "message", "details", "created")
-_DETAIL_FIELDS = ("claimed_optimal", "bound", "time_to_first", "time_to_best", "extra")
+#: Solution fields kept in the ``details`` JSON column. lower_bound and floor were added later (issue 13):
+#: rows written before have no such keys and load with None (the schema and FORMAT_VERSION are unchanged,
+#: so old and new milp read each other's stores).
+_DETAIL_FIELDS = ("claimed_optimal", "bound", "time_to_first", "time_to_best", "extra", "lower_bound", "floor")
 _STATUSES = frozenset(s.value for s in Status)
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 8, 11, 26
 
@@ -252,8 +256,15 @@ def _row_problem(r: dict, instance) -> str | None:
         return f"error {err!r} is not a finite non-negative number"
     if err is None and status in (Status.OPTIMAL.value, Status.FEASIBLE.value):
         return f"status '{status}' without a solution (error is NULL)"
-    if instance is None:
-        return None
+    if instance is not None:
+        problem = _instance_problem(r, instance, mask, err)
+        if problem is not None:
+            return problem
+    return _bounds_problem(r.get("details"), err)
+
+
+def _instance_problem(r: dict, instance, mask: str, err) -> str | None:
+    """Why a row does not fit ``instance`` (hash, mask length, cardinality, recomputed error), or None."""
     if r["instance_hash"] != instance.content_hash():
         return "the row belongs to another instance (instance_hash differs)"
     if len(mask) != instance.n:
@@ -266,6 +277,24 @@ def _row_problem(r: dict, instance) -> str | None:
     true = instance.residual(bits)
     if abs(true - err) > ERROR_RTOL * max(abs(true), abs(err)):
         return f"stored error {err!r} but the mask's residual is {true!r}"
+    return None
+
+
+def _bounds_problem(details, err) -> str | None:
+    """Why a row's lower_bound / floor cannot be right (not a finite non-negative number, or a lower
+    bound above the row's own residual), or None. Rows without them (older stores) are fine."""
+    if not isinstance(details, str):
+        return None
+    d = json.loads(details)
+    if not isinstance(d, dict):
+        return "details is not a JSON object"
+    for name in ("lower_bound", "floor"):
+        v = d.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            return f"{name} {v!r} is not a finite non-negative number"
+    lb = d.get("lower_bound")
+    if lb is not None and err is not None and lb > err * (1 + ERROR_RTOL):
+        return f"lower_bound {lb!r} exceeds the row's residual {err!r}: not a valid lower bound"
     return None
 
 
@@ -669,6 +698,8 @@ def _real_or_none(x):
 def _solution_to_row(key: str, request: dict, sol: Solution, now: float) -> tuple:
     d = sol.to_dict()
     details = {name: d[name] for name in _DETAIL_FIELDS}
+    for name in ("lower_bound", "floor"):
+        details[name] = _real_or_none(details[name])
     return (key, str(request.get("instance", "")), _canonical(request), sol.status.value,
             _real_or_none(sol.error), "".join("1" if b else "0" for b in sol.mask.tolist()), sol.solver,
             sol.solver_version or "", None if sol.solver_objective is None else float(sol.solver_objective),
@@ -684,4 +715,5 @@ def _row_to_solution(row) -> Solution:
                     solver_objective=r["solver_objective"], solver_version=r["solver_version"],
                     message=r["message"], claimed_optimal=bool(details.get("claimed_optimal", False)),
                     bound=details.get("bound"), time_to_first=details.get("time_to_first"),
-                    time_to_best=details.get("time_to_best"), extra=details.get("extra") or {})
+                    time_to_best=details.get("time_to_best"), extra=details.get("extra") or {},
+                    lower_bound=details.get("lower_bound"), floor=details.get("floor"))

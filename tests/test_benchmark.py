@@ -152,3 +152,34 @@ def test_structured_suite_is_the_constructions_own_instances(monkeypatch):
             sp = by_entry[(b.meta["layer"], tuple(b.meta["entry"]))]
             assert b.instance.content_hash() == sp.instance.content_hash()
     assert sum(b.meta["kind"] == "structured-pair" for b in items) == 4  # 2 per conv
+
+
+def test_every_method_is_reported_with_its_distance_to_the_bounds_and_its_time_to_target():
+    """Per size: residual / floor and residual - lower bound (medians over instances), time to target; a
+    method not in DEFAULT_SOLVERS (a backend registered later) is reported like the others."""
+    from pipelines.experiments.bench_report import distance_markdown, methods, time_to_target_markdown
+
+    rows = []
+    for i, (lb, fl) in enumerate([(0.1, 0.01), (0.2, 0.02), (0.3, 0.03)]):
+        for solver, res, ttb in (("heuristic", 0.5, 0.2), ("newbackend", 0.4, 0.1 * (i + 1))):
+            rows.append({**row(f"m{i}", solver, res, suite="mrss", n=64, ttb=ttb), "d": 25, "k": None,
+                         "lower_bound": lb, "floor": fl})
+    rows = B.annotate(rows)
+    assert methods(rows) == ["heuristic", "newbackend"]
+    assert [t["solver"] for t in B.headline(rows)] == ["heuristic", "newbackend"]
+    text = "\n".join(distance_markdown(rows))
+    assert "| 64 | 25 | - | 25 | 20 |" in text  # median of 0.5/f and 0.4/f over f = 0.01, 0.02, 0.03
+    assert "| 64 | 25 | - | 0.3 | 0.2 |" in text  # median of 0.5 - lb and 0.4 - lb over lb = 0.1, 0.2, 0.3
+    times = "\n".join(time_to_target_markdown(rows))
+    assert "| 64 | 25 | - | not reached (0/3) | 0.2 s (3/3) |" in times  # newbackend is the reference everywhere
+
+
+def test_the_best_lower_bound_of_an_instance_comes_from_any_source():
+    rows = [{"id": "a", "solver": "exact", "solution_lower_bound": 0.3, "solution_lower_bound_source": "exact"},
+            {"id": "a", "solver": "cpsat", "solution_lower_bound": 0.2, "solution_lower_bound_source": "cpsat"},
+            {"id": "b", "solver": "heuristic", "solution_lower_bound": None},
+            {"id": "c", "solver": "heuristic", "solution_lower_bound": None}]
+    B.best_lower_bounds(rows, {"a": {"lower_bound": 0.1, "lower_bound_source": "lp"},
+                               "b": {"lower_bound": 0.05, "lower_bound_source": "lp"}, "c": {"lower_bound": None}})
+    assert [(r["lower_bound"], r["lower_bound_source"]) for r in rows] == \
+           [(0.3, "exact"), (0.3, "exact"), (0.05, "lp"), (None, "")]

@@ -1,6 +1,7 @@
 """Solution store hardening: exact schema check without touching the file, read-only stores, locks,
 bad paths and validation of stored rows."""
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -317,6 +318,13 @@ def _tamper(path, key, **columns):
     con.close()
 
 
+def _details(entry) -> str:
+    """The details JSON the store writes for an entry's solution."""
+    from milp.store import _COLUMNS, _solution_to_row
+
+    return _solution_to_row(entry[0], entry[1], entry[2], 0.0)[_COLUMNS.index("details")]
+
+
 def _flip_first_unselected(mask: str) -> str:
     i = mask.index("0")
     return mask[:i] + "1" + mask[i + 1:]
@@ -326,7 +334,13 @@ TAMPERS = {
     "short mask": (lambda e: {"mask": "0101"}, "mask has 4 entries but the instance has n=10", True),
     "long mask": (lambda e: {"mask": "0" * 11}, "mask has 11 entries but the instance has n=10", True),
     "not 0/1": (lambda e: {"mask": "2" * 10}, "mask is not a non-empty string of 0/1", False),
-    "error changed": (lambda e: {"error": e[2].error * 0.5}, "stored error", True),
+    # the exact solve records its lower bound (the optimum), which a halved error falls below: caught
+    # without the instance too
+    "error changed": (lambda e: {"error": e[2].error * 0.5}, "stored error", False),
+    "error changed, no bound": (lambda e: {"error": e[2].error * 0.5, "details": json.dumps(
+        {**json.loads(_details(e)), "lower_bound": None})}, "stored error", True),
+    "lower bound above error": (lambda e: {"details": json.dumps(
+        {**json.loads(_details(e)), "lower_bound": 2 * e[2].error + 1})}, "exceeds the row's residual", False),
     "negative error": (lambda e: {"error": -1.0}, "is not a finite non-negative number", False),
     "optimal without error": (lambda e: {"error": None}, "status 'optimal' without a solution", False),
     "unknown status": (lambda e: {"status": "great"}, "unknown status 'great'", False),

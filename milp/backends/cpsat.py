@@ -141,4 +141,5 @@ class CpSatBackend(Backend):
         return self.finish(instance, values, claimed=claimed, objective=solver.ObjectiveValue() / s,
                            bound=solver.BestObjectiveBound() / s, seconds=seconds, trust_slack=2 * quant,
                            time_to_first=times[0] if times else None,
-                           time_to_best=times[-1] if times else None, scale=s, build_seconds=built)
+                           time_to_best=times[-1] if times else None, scale=s, build_seconds=built,
+                           presolve=bool(prm.cp_model_presolve))  # milp.bounds trusts the bound only without it

@@ -30,7 +30,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from pipelines.experiments.bench import run_bench
-    from pipelines.experiments.bench_report import headline_markdown
+    from pathlib import Path
+
+    from pipelines.experiments.bench_report import distance_markdown, headline_markdown, read_csv
 
     check_output_folder(args.out if args.out is not None else ".", "--out")  # every path before any work
     if args.log is not None:
@@ -42,10 +44,16 @@ def run(args) -> int:
                             repeats=args.repeats, out=args.out, n_jobs=args.n_jobs, seed=args.seed, store=args.store,
                             progress=progress, command=command_line())
     print("\n".join(headline_markdown(summary["headline"])))
+    out = Path(summary.get("out", args.out or "."))
+    if (out / "results.csv").exists():  # per size: every method against the lower bound and the floor
+        rows = read_csv(out / "results.csv")
+        for suite in dict.fromkeys(r["suite"] for r in rows):
+            print("\n" + "\n".join(distance_markdown([r for r in rows if r["suite"] == suite])).rstrip())
     for s, c in summary["target_check"].items():
         print(f"target check (RSS n <= 25, within 2x of exact, <= 1 s): {s}: {c['within']}/{c['instances']} "
               f"({100 * c['share']:.0f}%)")
     print(f"wall time {summary['wall_seconds']:.0f} s; results in {summary.get('out', args.out)}: results.csv, "
-          "headline.csv, summary.md, summary.json, profile_time/profile_residual/residual_vs_time (.png, .pdf), "
+          "headline.csv, summary.md (per size: lower bound, floor, time to target), summary.json, "
+          "profile_time/profile_residual/residual_vs_time/bounds_<suite> (.png, .pdf), "
           "instances/")
     return 0

@@ -20,7 +20,9 @@ Metrics (computed in :mod:`pipelines.experiments.bench_report`), per instance an
 true residual (recomputed from the 0/1 mask), its ratio to the reference (the exact optimum where
 ``exact`` proved it, else the best residual any solver found), status, seconds, time to first /
 best incumbent where the solver reports them, and a flag when a solver claimed optimality but
-another solver's mask is strictly better.
+another solver's mask is strictly better. Per instance (issue 13): the best valid lower bound known
+(:mod:`milp.bounds`: exact enumeration, CP-SAT's integer bound, LP duality; never a MILP's own dual
+bound) and the counting floor (an estimate), and per size every method's distance to both.
 
 What is cached (reruns skip finished work): every solve, in the SQLite store (default
 ``<cache>/stores/bench.sqlite``, keyed by instance + solver options). :class:`Config` holds what
@@ -269,24 +271,30 @@ class Config(ExperimentConfig):
 
 
 # ----------------------------------------------------------------------------- running
-#: the LP-duality lower bound is computed for instances of at most this many candidate entries (n * d)
-BOUND_MAX_CELLS = 600_000
-
-
-def instance_bounds(b: BenchInstance) -> dict:
-    """Per instance, once: ``lower_bound`` (proven, LP duality checked in float64: :func:`milp.bounds.
-    lp_lower_bound`; None when the instance is too large for the LP) and ``floor`` (the first-moment
-    counting estimate :func:`milp.bounds.density_floor`; an estimate, not a bound)."""
-    from milp.bounds import density_floor, lp_lower_bound
-
-    X = b.instance.candidates
-    lb = lp_lower_bound(b.instance, time_limit=10.0) if X.size <= BOUND_MAX_CELLS else None
-    return {"lower_bound": lb, "floor": density_floor(X, b.instance.target)}
+def best_lower_bounds(rows: list[dict], bounds: dict) -> None:
+    """Sets every row's ``lower_bound`` to the best valid bound known for its instance (in place): the
+    instance's own (``bounds[id]``, :func:`milp.bounds.instance_bounds`) or what any solver's solve proved
+    (``solution_lower_bound``: ``exact`` optimal, CP-SAT's integer bound), whichever is larger, with
+    ``lower_bound_source``."""
+    best = {i: (b.get("lower_bound"), b.get("lower_bound_source") or "") for i, b in bounds.items()}
+    for r in rows:
+        own, cur = r.get("solution_lower_bound"), best.get(r["id"], (None, ""))
+        if own is not None and (cur[0] is None or own > cur[0]):
+            best[r["id"]] = (own, r.get("solution_lower_bound_source") or r["solver"])
+    for r in rows:
+        r["lower_bound"], r["lower_bound_source"] = best.get(r["id"], (None, ""))
 
 
 def _row(b: BenchInstance, solver: str, sol, bounds: dict | None = None) -> dict:
-    return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "d": b.meta["d"], "k": b.meta.get("k"),
+    from milp.bounds import apply_bounds
+
+    apply_bounds(b.instance, sol)  # also on stored solutions from before lower_bound existed
+    return {"id": b.id, "suite": b.suite, "n": b.meta["n"], "n_group": b.meta.get("channels_per_half"),
+            "d": b.meta["d"], "k": b.meta.get("k"),
             **(bounds or {}),
+            "solution_lower_bound": sol.lower_bound,
+            "solution_lower_bound_source": (sol.extra.get("lower_bound_source", "") if sol.lower_bound is not None
+                                            else ""),
             "solver": solver, "residual": float(sol.error), "status": sol.status.value,
             "claimed_optimal": bool(sol.claimed_optimal), "seconds": float(sol.seconds),
             "time_to_first": sol.time_to_first, "time_to_best": sol.time_to_best,
@@ -312,6 +320,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     store (default :func:`default_store`); ``skip_finished`` returns the summary already in ``out``
     when it records a finished run of this config (same key) instead of running again."""
     import milp
+    from milp.bounds import instance_bounds
 
     if not isinstance(config, Config):
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
@@ -328,8 +337,10 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
         items += build_suite(s, repeats, seed, progress)
     save_instances(items, out / "instances")
     if progress:
-        print(f"[bench] lower bounds (LP duality) and counting estimates of {len(items)} instances", flush=True)
-    bounds = {b.id: instance_bounds(b) for b in items}
+        print(f"[bench] lower bounds (exact enumeration where tiny, else LP duality) and counting estimates of "
+              f"{len(items)} instances", flush=True)
+    # once per instance, outside every time limit; enumeration only when the exact solver is not run anyway
+    bounds = {b.id: instance_bounds(b.instance, exact="exact" not in installed) for b in items}
     exact_ok = milp.backends.get_backend("exact")
     rows, refused = [], []
     for solver in installed:
@@ -344,6 +355,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
         sols = milp.solve_many([b.instance for b in todo], solver=solver, n_jobs=n_jobs, store=store,
                                time_limit=time_limit, seed=seed, threads=1, progress=progress)
         rows += [_row(b, solver, s, bounds[b.id]) for b, s in zip(todo, sols)]
+    best_lower_bounds(rows, bounds)
     rows = annotate(rows)
     summary = {"command": command, "machine": machine_line(),
                "settings": {"suites": suites, "solvers": installed, "time_limit": time_limit, "repeats": repeats,

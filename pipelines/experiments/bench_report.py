@@ -130,12 +130,19 @@ def target_check(rows: list[dict], max_n: int = 25, factor: float = 2.0, limit: 
     return out
 
 
+def methods(rows: list[dict]) -> list[str]:
+    """Every solver in ``rows``: those of ``DEFAULT_SOLVERS`` in that order, then any other (a backend
+    registered later is reported like the others, never dropped)."""
+    seen = list(dict.fromkeys(r["solver"] for r in rows))
+    return [s for s in DEFAULT_SOLVERS if s in seen] + [s for s in seen if s not in DEFAULT_SOLVERS]
+
+
 def headline(rows: list[dict]) -> list[dict]:
     """Per suite and solver: instances, solved, share within 2x of the reference, median ratio,
     proven optimal, median seconds, claimed-optimal-but-beaten count."""
     table = []
     for suite in [s for s in SUITES if any(r["suite"] == s for r in rows)]:
-        for solver in [s for s in DEFAULT_SOLVERS if any(r["solver"] == s and r["suite"] == suite for r in rows)]:
+        for solver in [s for s in methods(rows) if any(r["solver"] == s and r["suite"] == suite for r in rows)]:
             sel = [r for r in rows if r["suite"] == suite and r["solver"] == solver]
             ratios = [r["ratio"] for r in sel]
             table.append({"suite": suite, "solver": solver, "instances": len(sel),
@@ -149,7 +156,8 @@ def headline(rows: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- files and figures
-COLUMNS = ["id", "suite", "n", "d", "k", "solver", "status", "residual", "lower_bound", "floor", "reference",
+COLUMNS = ["id", "suite", "n", "n_group", "d", "k", "solver", "status", "residual", "lower_bound", "lower_bound_source",
+           "solution_lower_bound", "floor", "reference",
            "reference_kind", "ratio",
            "claimed_optimal", "claimed_optimal_beaten", "seconds", "time_to_first", "time_to_best",
            "solver_objective", "solver_version", "message"]
@@ -249,6 +257,56 @@ def plot_residual_vs_time(rows: list[dict], out: Path) -> list[Path]:
     return save_figure(fig, out, "residual_vs_time", dpi=120)
 
 
+def plot_bounds(rows: list[dict], out: Path) -> list[Path]:
+    """Per suite with bounds (``bounds_<suite>``): one panel per d, every method's median residual against n,
+    with the median lower bound (proven) and the median counting floor (an estimate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = solver_colors(rows)
+    written = []
+    for suite in [s for s in SUITES if any(r["suite"] == s for r in rows)]:
+        sel = [r for r in rows if r["suite"] == suite]
+        if not any(r.get("floor") is not None or r.get("lower_bound") is not None for r in sel):
+            continue
+        dims = sorted({r["d"] for r in sel})
+        fig, axes = plt.subplots(1, len(dims), figsize=(3.8 * len(dims), 3.6), squeeze=False)
+        for ax, d in zip(axes[0], dims):
+            ns = sorted({_n(r) for r in sel if r["d"] == d})
+
+            def median_at(key, n, s=None):
+                v = [r[key] for r in sel if r["d"] == d and _n(r) == n and (s is None or r["solver"] == s)
+                     and r.get(key) is not None and math.isfinite(r[key])]
+                return float(np.median(v)) if v else math.nan
+
+            for s in methods(sel):
+                ax.plot(ns, [median_at("residual", n, s) for n in ns], "o-", color=colors[s], ms=3, lw=1, label=s)
+            lbs = [median_at("lower_bound", n) for n in ns]
+            ax.plot(ns, [v if v > 0 else math.nan for v in lbs], "ks-", lw=2, ms=4, label="lower bound (proven)")
+            zero = [n for n, v in zip(ns, lbs) if v == 0]
+            if zero:  # a log axis has no 0: marked at the bottom
+                ax.plot(zero, [0.02] * len(zero), "kv", ms=6, transform=ax.get_xaxis_transform(),
+                        label="lower bound 0 (marked at the bottom)")
+            ax.plot(ns, [median_at("floor", n) for n in ns], "--", color="gray", lw=1.5,
+                    label="counting floor (estimate)")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{suite}, d = {d}")
+            ax.set_xlabel("n")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("median over instances")
+        handles = {}
+        for ax in axes[0]:  # every label once, whichever panel drew it
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, h)
+        axes[0][-1].legend(list(handles.values()), list(handles), fontsize=6)
+        fig.tight_layout()
+        written += save_figure(fig, out, f"bounds_{suite}", dpi=120)
+    return written
+
+
 def headline_markdown(table: list[dict]) -> list[str]:
     lines = ["| suite | solver | instances | found | within 2x of reference | median ratio | proven optimal | "
              "median s | claimed optimal but beaten |", "|---|---|---|---|---|---|---|---|---|"]
@@ -263,17 +321,87 @@ def per_size_markdown(rows: list[dict], suite: str) -> list[str]:
     sel = [r for r in rows if r["suite"] == suite]
     if not sel:
         return []
-    solvers = list(dict.fromkeys(r["solver"] for r in sel))
-    sizes = sorted({(r["n"], r["d"], r["k"] or 0) for r in sel})
-    lines = [f"### {suite}: median residual ratio (share within 2x) per size", "",
-             "| n | d | k | " + " | ".join(solvers) + " |", "|---" * (3 + len(solvers)) + "|"]
+    solvers = methods(sel)
+    sizes = _sizes(sel)
+    lines = [f"### {suite}: median residual ratio (share within 2x) per size", ""]
+    if any(r.get("n_group") for r in sel):
+        lines += ["n here: the construction's channels per half-block (`n_group`); the instances' candidate "
+                  "counts vary (`n` in results.csv).", ""]
+    lines += ["| n | d | k | " + " | ".join(solvers) + " |", "|---" * (3 + len(solvers)) + "|"]
     for n, d, k in sizes:
         cells = []
         for s in solvers:
-            rs = [r["ratio"] for r in sel if r["solver"] == s and (r["n"], r["d"], r["k"] or 0) == (n, d, k)]
+            rs = [r["ratio"] for r in _at(sel, s, (n, d, k))]
             cells.append("-" if not rs else f"{np.median(rs):.3g} ({100 * np.mean(np.array(rs) <= 2):.0f}%)")
         lines.append(f"| {n} | {d} | {k or '-'} | " + " | ".join(cells) + " |")
-    lines += [""] + bounds_markdown(sel)
+    lines += [""] + bounds_markdown(sel) + distance_markdown(sel) + time_to_target_markdown(sel)
+    return lines + [""]
+
+
+def _n(r: dict) -> int:
+    """The n a row is grouped by: ``n_group`` where the suite sets one (structured: the construction's
+    channels per half-block, whose instances have varying candidate counts), else the candidate count."""
+    return r.get("n_group") or r["n"]
+
+
+def _size(r: dict) -> tuple:
+    return _n(r), r["d"], r["k"] or 0
+
+
+def _sizes(sel: list[dict]) -> list[tuple]:
+    return sorted({_size(r) for r in sel})
+
+
+def _at(sel: list[dict], solver: str, size: tuple) -> list[dict]:
+    return [r for r in sel if r["solver"] == solver and _size(r) == size]
+
+
+def distance_markdown(sel: list[dict]) -> list[str]:
+    """Per size and method: how far its residuals are from the counting floor (median over the
+    instances of residual / floor) and from the best valid lower bound (median of residual - lower bound;
+    an upper bound on the distance to the optimum)."""
+    if not any(r.get("floor") is not None or r.get("lower_bound") is not None for r in sel):
+        return []
+    solvers = methods(sel)
+    head = "| n | d | k | " + " | ".join(solvers) + " |"
+    rule = "|---" * (3 + len(solvers)) + "|"
+    floor_lines = [f"#### {sel[0]['suite']}: median residual / counting floor (the floor is an estimate, NOT a bound; "
+                   "< 1 means below the estimate; inf: no mask on half the instances or more)", "", head, rule]
+    lb_lines = [f"#### {sel[0]['suite']}: median residual - lower bound (proven: the optimum lies within this of "
+                "the residual; '-': no bound; inf: no mask on half the instances or more)", "", head, rule]
+    for size in _sizes(sel):
+        fcells, lcells = [], []
+        for s in solvers:
+            g = _at(sel, s, size)
+            fr = [r["residual"] / r["floor"] for r in g if r.get("floor") and r["floor"] > 0]
+            gaps = [r["residual"] - r["lower_bound"] for r in g if r.get("lower_bound") is not None]
+            fcells.append(f"{np.median(fr):.3g}" if fr else "-")
+            lcells.append(f"{np.median(gaps):.3g}" if gaps else "-")
+        pre = f"| {size[0]} | {size[1]} | {size[2] or '-'} | "
+        floor_lines.append(pre + " | ".join(fcells) + " |")
+        lb_lines.append(pre + " | ".join(lcells) + " |")
+    return floor_lines + [""] + lb_lines + [""]
+
+
+def time_to_target_markdown(sel: list[dict], tol_ratio: float = 1.0) -> list[str]:
+    """Per size and method: median time to the target (the reference residual: the exact optimum where
+    proven, else the best residual any method found; :func:`solved_time`) and how many instances reached it."""
+    solvers = methods(sel)
+    lines = [f"#### {sel[0]['suite']}: time to target (residual <= {tol_ratio:g} x reference): median seconds "
+             "(instances reached / run; time to the best incumbent where the method reports it, else its total time)",
+             "", "| n | d | k | " + " | ".join(solvers) + " |", "|---" * (3 + len(solvers)) + "|"]
+    for size in _sizes(sel):
+        cells = []
+        for s in solvers:
+            g = _at(sel, s, size)
+            if not g:
+                cells.append("-")
+                continue
+            t = [solved_time(r, tol_ratio) for r in g]
+            reached = sum(math.isfinite(x) for x in t)
+            med = float(np.median(t))
+            cells.append(f"{med:.3g} s ({reached}/{len(g)})" if math.isfinite(med) else f"not reached ({reached}/{len(g)})")
+        lines.append(f"| {size[0]} | {size[1]} | {size[2] or '-'} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -288,8 +416,8 @@ def bounds_markdown(sel: list[dict]) -> list[str]:
         return []
     lines = ["| n | d | k | median best residual | median lower bound (proven) | median counting estimate | "
              "best / estimate |", "|---|---|---|---|---|---|---|"]
-    for n, d, k in sorted({(r["n"], r["d"], r["k"] or 0) for r in per_id.values()}):
-        g = [r for r in per_id.values() if (r["n"], r["d"], r["k"] or 0) == (n, d, k)]
+    for n, d, k in _sizes(list(per_id.values())):
+        g = [r for r in per_id.values() if _size(r) == (n, d, k)]
         best = float(np.median([r["best"] for r in g]))
         lbs = [r["lower_bound"] for r in g if r.get("lower_bound") is not None]
         fl = [r["floor"] for r in g if r.get("floor") is not None]
@@ -297,15 +425,18 @@ def bounds_markdown(sel: list[dict]) -> list[str]:
         est = float(np.median(fl)) if fl else math.nan
         lines.append(f"| {n} | {d} | {k or '-'} | {best:.3g} | {lb} | {est:.3g} | "
                      f"{best / est if est > 0 else math.inf:.3g} |")
-    return lines + ["", "Lower bound: proven (LP duality, recomputed in float64; 0 once n exceeds d). Counting "
-                        "estimate: first moment over all 2^n subsets (with a cardinality k only C(n, k) of them count, "
-                        "so there it is optimistic), an estimate, not a bound.", ""]
+    return lines + ["", "Lower bound: proven, the best of the exact optimum (enumeration, tiny n), CP-SAT's integer "
+                        "bound less its rounding, and LP duality recomputed in float64 (0 once n exceeds ~2.5 d); never a "
+                        "MILP's own dual bound, which holds only within its tolerances (`milp.bounds`). Counting "
+                        "estimate: first moment over the 2^n subsets (C(n, k) with a cardinality k), an estimate, "
+                        "not a bound.", ""]
 
 
 def read_csv(path) -> list[dict]:
     """results.csv back into rows (numbers as numbers, '' as None), e.g. to redraw the report."""
-    ints, floats = {"n", "d", "k"}, {"residual", "reference", "ratio", "seconds", "time_to_first", "time_to_best",
-                                     "solver_objective", "lower_bound", "floor"}
+    ints = {"n", "n_group", "d", "k"}
+    floats = {"residual", "reference", "ratio", "seconds", "time_to_first", "time_to_best", "solver_objective",
+              "lower_bound", "solution_lower_bound", "floor"}
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
@@ -339,6 +470,7 @@ def write_all(rows: list[dict], summary: dict, out: Path) -> None:
     atomic_write_json(out / "summary.json", summary, indent=1, default=str)
     plot_profiles(rows, out)
     plot_residual_vs_time(rows, out)
+    bound_figures = plot_bounds(rows, out)
     st = summary.get("settings", {})
     lines = ["# Solver benchmark (`slth bench`)", "", f"Command: `{summary.get('command', '')}`", "",
              f"Machine: {summary.get('machine', '')}. Wall time {summary.get('wall_seconds', 0):.0f} s for "
@@ -387,7 +519,10 @@ def write_all(rows: list[dict], summary: dict, out: Path) -> None:
     for s in SUITES:
         lines += per_size_markdown(rows, s)
     lines += ["## Figures", "", "![profile on time](profile_time.png)", "", "![profile on residual](profile_residual.png)",
-              "", "![residual vs time](residual_vs_time.png)", "",
+              "", "![residual vs time](residual_vs_time.png)", ""]
+    lines += [f"![{p.stem}]({p.name})\n" for p in bound_figures if p.suffix == ".png"]
+    lines += ["Bounds figures: every method's median residual per n against the median proven lower bound and "
+              "the median counting floor (an estimate, not a bound).", "",
               "Time profile: the cost of a solve is its time to the best incumbent when it reached the reference "
               "residual, else a failure (a solver that never matches the best residual has no time). Instances are "
               "in `instances/` (npz, `milp.Instance.load`), with `manifest.json` giving sizes and content hashes."]

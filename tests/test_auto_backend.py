@@ -24,7 +24,11 @@ def test_auto_is_registered_like_any_backend():
     assert names.count("auto") == 1
 
 
-def test_auto_store_keys_are_unchanged():
+def test_auto_store_keys_are_unchanged(monkeypatch):
+    # adding a member to the portfolio (tabu, issue 13) changes auto's results, hence its keys, on
+    # purpose; the format is unchanged: with the old members the old string and key come back
+    assert revision("auto") == AUTO_REVISION[:-len("scip1")] + "scip1,tabu1"
+    monkeypatch.delitem(REGISTRY, "tabu")
     assert revision("auto") == AUTO_REVISION
     request = make_request("0" * 64, "auto", SolveOptions(time_limit=1.0, seed=3).key())
     assert request["revision"] == AUTO_REVISION
@@ -50,7 +54,7 @@ def test_auto_runs_the_milp_portfolio_beyond_exact():
     if not milps:
         pytest.skip("no MILP backend installed")
     rng = np.random.default_rng(4)
-    X = np.round(rng.uniform(-1, 1, (24, 3)), 2)  # MRSS with n = 24 > exact's limit
+    X = np.round(rng.uniform(-1, 1, (24, 12)), 2)  # MRSS with n = 24 > exact's limit, n <= 2 d: MILP
     inst = milp.Instance(X, X[rng.random(24) < 0.5].sum(axis=0))  # a zero residual exists: quick proof
     assert AutoBackend().accepts(inst) == (True, "") and not REGISTRY["exact"]().accepts(inst)[0]
     sol = milp.solve(inst, "auto", time_limit=0.2)
@@ -67,3 +71,20 @@ def test_chunk_sizes_follow_is_fast(rng):
                                ("heuristic", big, MAX_AUTO_CHUNK_FAST), ("highs", small, MAX_AUTO_CHUNK_SLOW),
                                ("cpsat", [], MAX_AUTO_CHUNK_SLOW), ("nope", small, MAX_AUTO_CHUNK_SLOW)]:
         assert auto_chunk_size(10 ** 5, 2, solver, insts) == cap, solver
+
+
+def test_auto_sends_free_mrss_with_many_candidates_to_tabu():
+    from milp.backends.auto import TABU_DIM_FACTOR, auto_choice
+
+    if not REGISTRY["tabu"].available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((200, 5))
+    free, fixed = milp.Instance(X, rng.uniform(-0.5, 0.5, 5)), milp.Instance(X, np.zeros(5), cardinality=10)
+    assert 200 > TABU_DIM_FACTOR * 5 and auto_choice(free) == "tabu" and auto_choice(fixed) == "portfolio"
+    from milp.backends.tabu import warm_up
+
+    warm_up()  # numba's compilation / cache load counts against the limit: done before timing
+    sol = milp.solve(free, "auto", time_limit=0.5)
+    assert sol.solver == "auto:tabu" and sol.found and sol.error == free.residual(sol.mask)
+    assert sol.error <= milp.solve(free, "heuristic", time_limit=0.5).error * 1.5

@@ -187,7 +187,13 @@ def _solve_one(payload, solver, time_limit, threads, params) -> Solution:
 
 
 def _solve_chunk(payloads, solver, time_limit, threads, params) -> list[tuple[int, Solution]]:
-    """Solve a chunk of ``(uid, candidates, target, cardinality, seed)`` payloads; pure and picklable."""
+    """Solve a chunk of ``(uid, candidates, target, cardinality, seed)`` payloads; pure and picklable.
+    The backend's one-time start-up (:meth:`Backend.prepare`: numba kernels) runs first, like a solver
+    import, outside every instance's clock (the watchdog's first-instance slack covers it)."""
+    try:
+        get_backend(solver).prepare()
+    except Exception:  # an unknown / unavailable solver fails per instance below, with its message
+        pass
     return [(p[0], _solve_one(p, solver, time_limit, threads, params)) for p in payloads]
 
 

@@ -7,8 +7,10 @@ ended 2-3x above tabu in ``results/bench-mrss-vector``). Otherwise the heuristic
 of the time limit, then the first installed MILP backend of ``MILP_SOLVERS`` warm-started from it;
 the better of the two masks by true residual is returned (solver ``auto:<name>``): RSS/RFSS, fixed
 cardinality (tabu's swap search lost to the heuristic there) and n <= 2 d, where MILP closes instances. Without a time
-limit the portfolio gets ``AUTO_DEFAULT_TIME_LIMIT`` seconds. ``options.warm_start`` and
-``options.params`` are ignored (auto builds its own warm start).
+limit the portfolio gets ``AUTO_DEFAULT_TIME_LIMIT`` seconds. ``options.warm_start`` is ignored
+(auto builds its own warm start); ``options.params = {"milp": name}`` forces the heuristic + MILP path with
+that backend on every instance beyond exact (``slth bench``'s ``<name>+warm``: a generic MILP backend
+warm-started from the heuristic; ``highs+warm`` is auto before issue 13).
 
 Time limit: the heuristic's and the MILP backend's budgets sum to the limit (the MILP backend used to
 get ``max(1.0, remaining)``, which overran limits below ~1.3 s); when the MILP backend would refuse
@@ -70,6 +72,12 @@ class AutoBackend(Backend):
         rev = "auto:" + ",".join(f"{k}{c.REVISION}" for k, c in sorted(REGISTRY.items()) if k != cls.name)
         return rev if cls.REVISION == 1 else f"{rev};auto{cls.REVISION}"
 
+    def prepare(self) -> None:
+        from .tabu import TabuBackend
+
+        if TabuBackend.available():
+            TabuBackend().prepare()
+
     def is_fast(self, instance: Instance) -> bool:
         return auto_choice(instance) == "exact"
 
@@ -83,12 +91,15 @@ class AutoBackend(Backend):
             sol.solver = "auto:exact"
             return sol
         limit = options.time_limit if options.time_limit is not None else AUTO_DEFAULT_TIME_LIMIT
+        forced = options.params.get("milp")
+        if forced is not None:  # benchmarks: a generic MILP backend warm-started from the heuristic
+            choice = "portfolio"
         if choice == "tabu":
             sol = get_backend("tabu").solve(instance, SolveOptions(time_limit=limit, seed=options.seed))
             sol.solver = "auto:tabu"
             return sol
         milp = None
-        for name in MILP_SOLVERS:
+        for name in ([forced] if forced is not None else MILP_SOLVERS):
             try:
                 milp = get_backend(name)
             except ValueError:

@@ -172,6 +172,10 @@ class Backend:
     def version(self) -> str:
         return ""
 
+    def prepare(self) -> None:
+        """One-time start-up a process pays before its first solve (e.g. compiling kernels); batch workers
+        call it before their first instance's clock starts. Default: nothing."""
+
     # -------------------------------------------------------------------- solve
     def solve(self, instance: Instance, options: SolveOptions | None = None) -> Solution:
         options = options or SolveOptions()

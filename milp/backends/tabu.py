@@ -174,6 +174,9 @@ class TabuBackend(Backend):
 
         return f"weighted-least-squares tabu 1 (numba {numba.__version__})"
 
+    def prepare(self) -> None:
+        _kernels()
+
     def accepts(self, instance: Instance) -> tuple[bool, str]:
         if instance.cardinality is not None and instance.n > GRAM_MAX_N:
             return False, (f"fixed cardinality needs the n x n Gram matrix, formed only up to n = {GRAM_MAX_N} "

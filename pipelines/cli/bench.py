@@ -4,7 +4,8 @@ from __future__ import annotations
 from .args import (bounded_int, check_output_file, check_output_folder, command_line, n_jobs, positive_float, seed,
                    stage_log, str_list)
 
-HELP = "benchmark the solvers on RSS / RFSS / MRSS / LeNet5 / structured (MRSS of the structured construction) suites"
+HELP = ("benchmark the solvers on RSS / RFSS / MRSS / LeNet5 / structured (MRSS of the structured construction) / "
+        "vector (free MRSS, dims 25 and 150) suites")
 EXAMPLE = "slth bench --suite rss --solvers exact,cpsat,highs --time-limit 1 --out /tmp/bench"
 
 
@@ -13,7 +14,8 @@ def add_arguments(p) -> None:
 
     p.add_argument("--suite", default="all", choices=[*SUITES, "all"], help="instance suite")
     p.add_argument("--solvers", default=",".join(DEFAULT_SOLVERS),
-                   help="comma-separated solver names; uninstalled ones (gurobi here) are skipped")
+                   help="comma-separated solver names, or <milp>+warm (e.g. highs+warm: that MILP backend warm-started "
+                        "from the heuristic); uninstalled ones (gurobi here) are skipped")
     p.add_argument("--time-limit", type=positive_float, default=1.0, metavar="SECONDS",
                    help="seconds per instance and solver")
     p.add_argument("--repeats", type=bounded_int(1, 1000), default=5,

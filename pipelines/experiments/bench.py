@@ -15,6 +15,14 @@ Suites (fixed seeds; every instance is written to ``<out>/instances/`` so it can
   t0 of a conv layer, the slice K[:, t0] flattened (d = 5*5*6 = 150 for conv1, 5*5*16 = 400 for
   conv2), scaled to ||z||_1 = 1 (the theorem's hypothesis ||K||_1 <= 1; the network is
   positively homogeneous, so the scale can be carried to the output), n = 128 NSN candidates, k = 11.
+- ``structured``: the MRSS instances the structured construction solves on that LeNet5 (dims 150, 400, 25).
+- ``vector``: free MRSS as issue 13 states it: NSN candidates, d in {25, 150} x n in {256, 1024, 4096},
+  targets kernel-like (entries ~ N(0, 0.1^2)) and uniform (U[-0.5, 0.5]), no cardinality.
+
+Solvers: any registered backend, and ``<milp>+warm`` (e.g. ``highs+warm``): that MILP backend
+warm-started from the heuristic (``auto``'s heuristic + MILP path forced onto it; ``highs+warm`` is
+``auto`` as it was before issue 13). Where the MILP backend refuses the model (``MAX_CELLS``), the
+heuristic runs alone (solver ``auto:heuristic`` in results.csv's ``solver_detail``).
 
 Metrics (computed in :mod:`pipelines.experiments.bench_report`), per instance and solver: the
 true residual (recomputed from the 0/1 mask), its ratio to the reference (the exact optimum where
@@ -53,6 +61,11 @@ RSS_NS = (10, 15, 20, 25, 30, 35, 40)
 RFSS_NS = (10, 20, 30, 40)
 MRSS_DS = (4, 25, 150, 400)
 MRSS_NS = (32, 128, 512)
+VECTOR_DS = (25, 150)
+VECTOR_NS = (256, 1024, 4096)
+#: ``<milp>+warm`` in ``--solvers``: that MILP backend warm-started from the heuristic (``auto`` forced onto
+#: its heuristic + MILP path with params {"milp": <milp>}; ``highs+warm`` is ``auto`` before issue 13)
+WARM_SUFFIX = "+warm"
 
 
 class BenchError(ValueError):
@@ -109,6 +122,23 @@ def suite_mrss(repeats: int, seed: int = 0) -> list[BenchInstance]:
                 z = u * (math.sqrt(k) / 2) / np.abs(u).sum()
                 out.append(BenchInstance(f"mrss-d{d}-n{n}-r{r}", "mrss", milp.Instance(X, z, cardinality=k),
                                          {"n": n, "d": d, "k": k}))
+    return out
+
+
+def suite_vector(repeats: int, seed: int = 0) -> list[BenchInstance]:
+    """Issue 13's free MRSS: NSN candidates, kernel-like and uniform targets, no cardinality."""
+    import milp
+
+    out = []
+    for d in VECTOR_DS:
+        for n in VECTOR_NS:
+            for target in ("kernel", "uniform"):
+                for r in range(repeats):
+                    rng = np.random.default_rng([seed, 8, d, n, target == "kernel", r])
+                    X = nsn(rng, n, d)
+                    z = rng.normal(0.0, 0.1, d) if target == "kernel" else rng.uniform(-0.5, 0.5, d)
+                    out.append(BenchInstance(f"vector-d{d}-n{n}-{target}-r{r}", "vector", milp.Instance(X, z),
+                                             {"n": n, "d": d, "k": None, "target": target}))
     return out
 
 
@@ -197,6 +227,8 @@ def build_suite(name: str, repeats: int, seed: int = 0, progress: bool = False) 
         return suite_lenet5(repeats, seed, progress)
     if name == "structured":
         return suite_structured(repeats, seed, progress)
+    if name == "vector":
+        return suite_vector(repeats, seed)
     raise BenchError(f"--suite: unknown suite {name!r}; choose from {', '.join(SUITES)} or all")
 
 
@@ -224,13 +256,23 @@ def _check_fields(suites, solvers, time_limit, repeats) -> list[str]:
         if s not in SUITES:
             raise BenchError(f"--suite: unknown suite {s!r}; choose from {', '.join(SUITES)} or all")
     for s in solvers:
-        if s != "auto" and s not in REGISTRY:
-            raise BenchError(f"--solvers: unknown solver {s!r}; choose from auto, {', '.join(sorted(REGISTRY))}")
+        base, warm = solver_spec(s)
+        if base not in REGISTRY or (warm and base not in MILP_BACKENDS):
+            raise BenchError(f"--solvers: unknown solver {s!r}; choose from {', '.join(sorted(REGISTRY))}, or "
+                             f"<milp>{WARM_SUFFIX} for a MILP backend warm-started from the heuristic "
+                             f"({', '.join(MILP_BACKENDS)})")
     if time_limit is None or not (time_limit > 0) or not math.isfinite(time_limit):
         raise BenchError(f"--time-limit: must be a positive number of seconds, got {time_limit!r}")
     if int(repeats) < 1:
         raise BenchError(f"--repeats: must be >= 1, got {repeats!r}")
     return suites
+
+
+def solver_spec(name: str) -> tuple[str, bool]:
+    """(backend name, warm-started from the heuristic?) of a ``--solvers`` entry."""
+    if name.endswith(WARM_SUFFIX):
+        return name[:-len(WARM_SUFFIX)], True
+    return name, False
 
 
 def check_args(suites, solvers, time_limit, repeats, n_jobs) -> tuple[list[str], list[str]]:
@@ -241,7 +283,7 @@ def check_args(suites, solvers, time_limit, repeats, n_jobs) -> tuple[list[str],
     suites = _check_fields(suites, solvers, time_limit, repeats)
     if int(n_jobs) == 0 or int(n_jobs) < -1:
         raise BenchError(f"--n-jobs: must be >= 1 or -1, got {n_jobs!r}")
-    installed = [s for s in solvers if s in milp.available_solvers()]
+    installed = [s for s in solvers if solver_spec(s)[0] in milp.available_solvers()]
     return suites, installed
 
 
@@ -295,7 +337,7 @@ def _row(b: BenchInstance, solver: str, sol, bounds: dict | None = None) -> dict
             "solution_lower_bound": sol.lower_bound,
             "solution_lower_bound_source": (sol.extra.get("lower_bound_source", "") if sol.lower_bound is not None
                                             else ""),
-            "solver": solver, "residual": float(sol.error), "status": sol.status.value,
+            "solver": solver, "solver_detail": sol.solver, "residual": float(sol.error), "status": sol.status.value,
             "claimed_optimal": bool(sol.claimed_optimal), "seconds": float(sol.seconds),
             "time_to_first": sol.time_to_first, "time_to_best": sol.time_to_best,
             "solver_objective": sol.solver_objective, "solver_version": sol.solver_version,
@@ -352,8 +394,10 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             continue
         if progress:
             print(f"[bench] {solver}: {len(todo)} instances, time limit {time_limit:g} s", flush=True)
-        sols = milp.solve_many([b.instance for b in todo], solver=solver, n_jobs=n_jobs, store=store,
-                               time_limit=time_limit, seed=seed, threads=1, progress=progress)
+        base, warm = solver_spec(solver)
+        sols = milp.solve_many([b.instance for b in todo], solver="auto" if warm else base, n_jobs=n_jobs,
+                               store=store, time_limit=time_limit, seed=seed, threads=1, progress=progress,
+                               params={"milp": base} if warm else None)
         rows += [_row(b, solver, s, bounds[b.id]) for b, s in zip(todo, sols)]
     best_lower_bounds(rows, bounds)
     rows = annotate(rows)

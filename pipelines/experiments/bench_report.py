@@ -18,8 +18,8 @@ import numpy as np
 
 from ..reporting import atomic_write_csv, atomic_write_json, atomic_write_text, save_figure
 
-SUITES = ("rss", "rfss", "mrss", "lenet5", "structured")
-DEFAULT_SOLVERS = ("exact", "heuristic", "cbc", "cpsat", "scip", "highs", "gurobi", "auto")
+SUITES = ("rss", "rfss", "mrss", "lenet5", "structured", "vector")
+DEFAULT_SOLVERS = ("exact", "heuristic", "tabu", "cbc", "cpsat", "scip", "highs", "gurobi", "auto")
 MILP_BACKENDS = ("cbc", "cpsat", "scip", "highs", "gurobi")
 #: residuals closer than this (relative, with an absolute floor) count as equal
 REL_TOL = 1e-9

@@ -1,4 +1,9 @@
 """``solve_many``: thousands of small solves on local worker processes (or a Dask cluster), resumable.
+``solve_models``: general MILPs (:class:`milp.general.Model`, e.g. the exact sup-norm MILPs of
+``pipelines.exact_sup``) on the same engine, with every guarantee below; a :class:`_Kind` (``INSTANCES``,
+``MODELS``) is all that differs: what a failed, stopped or never-started item's result is and which results
+a store keeps (:class:`milp.store.SolutionStore` for Solutions, :class:`milp.store.ResultStore` for general
+Results, as JSON). ``solve_models(total_time=...)`` also stops starting work past a deadline.
 
 Design:
 - The unit of work is the pure top-level function :func:`_solve_chunk` over picklable arrays; a chunk
@@ -61,8 +66,9 @@ Guarantees (what happens when ...):
   directly raises :class:`milp.InstanceError` naming the file.
 
 Test-only hook: if the environment variable ``SLTH_TEST_HANG_ON_TARGET`` holds a number, a worker
-asked to solve an instance whose (first) target coordinate equals it sleeps forever instead, to
-exercise the watchdog. It is read in :func:`_solve_one`; never set it outside tests.
+asked to solve an instance whose (first) target coordinate equals it (a general model: whose first
+variable's upper bound equals it) sleeps forever instead, to exercise the watchdog. It is read in
+:func:`_solve_one` and :func:`_solve_model_one`; never set it outside tests.
 """
 from __future__ import annotations
 

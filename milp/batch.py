@@ -921,12 +921,7 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
 
     # identity: one uid per distinct instance, its seed and its store key
     hashes = [inst.content_hash() for inst in instances]
-    uid_of: dict[str, int] = {}
-    firsts: list[int] = []
-    for i, h in enumerate(hashes):
-        if h not in uid_of:
-            uid_of[h] = len(firsts)
-            firsts.append(i)
+    uids, firsts = _distinct(hashes)
     seeds = [instance_seed(seed, hashes[i]) for i in firsts]
     requests = [make_request(hashes[i], solver, SolveOptions(time_limit=time_limit, seed=s, threads=int(threads),
                                                              params=params).key())
@@ -954,12 +949,28 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
         if own_store:
             db.close()
 
-    out: list[Solution] = []
-    seen: set[int] = set()
-    for h in hashes:
-        uid = uid_of[h]
-        sol = results[uid]
-        out.append(sol if uid not in seen else replace(sol, mask=sol.mask.copy(), extra=dict(sol.extra)))
+    return _in_order(uids, results, lambda sol: replace(sol, mask=sol.mask.copy(), extra=dict(sol.extra)))
+
+
+def _distinct(identities: list) -> tuple[list[int], list[int]]:
+    """``(uids, firsts)``: the uid of every item (one per distinct identity, numbered in order of first
+    appearance) and the index of each uid's first item. Identical items are solved once."""
+    uid_of: dict = {}
+    uids: list[int] = []
+    firsts: list[int] = []
+    for i, identity in enumerate(identities):
+        if identity not in uid_of:
+            uid_of[identity] = len(firsts)
+            firsts.append(i)
+        uids.append(uid_of[identity])
+    return uids, firsts
+
+
+def _in_order(uids: list[int], results: list, copy: Callable) -> list:
+    """One result per item, in input order; an item repeating an earlier one gets ``copy(result)``."""
+    out, seen = [], set()
+    for uid in uids:
+        out.append(results[uid] if uid not in seen else copy(results[uid]))
         seen.add(uid)
     return out
 
@@ -1104,18 +1115,13 @@ def solve_models(models: Sequence, solver="highs", n_jobs: int = 1, store=None, 
         return []
 
     hashes = [m.content_hash() for m in models]
-    uid_of: dict[tuple, int] = {}
-    firsts: list[int] = []
-    for i, pair in enumerate(zip(hashes, solvers)):
-        if pair not in uid_of:
-            uid_of[pair] = len(firsts)
-            firsts.append(i)
+    uids, firsts = _distinct(list(zip(hashes, solvers)))
     seeds = [instance_seed(seed, hashes[i]) for i in firsts]
     requests = [model_request(hashes[i], solvers[i], time_limit, s, threads) for i, s in zip(firsts, seeds)]
     keys = [request_key(r) for r in requests]
     users: dict[int, list[int]] = {}
-    for i, pair in enumerate(zip(hashes, solvers)):
-        users.setdefault(uid_of[pair], []).append(i)
+    for i, uid in enumerate(uids):
+        users.setdefault(uid, []).append(i)
 
     def report(uid, result) -> None:
         if on_result is not None:
@@ -1150,14 +1156,7 @@ def solve_models(models: Sequence, solver="highs", n_jobs: int = 1, store=None, 
     finally:
         if own_store:
             db.close()
-    out = []
-    seen: set[int] = set()
-    for i, pair in enumerate(zip(hashes, solvers)):
-        uid = uid_of[pair]
-        r = results[uid]
-        out.append(r if uid not in seen else replace(r, x=None if r.x is None else r.x.copy(), extra=dict(r.extra)))
-        seen.add(uid)
-    return out
+    return _in_order(uids, results, lambda r: replace(r, x=None if r.x is None else r.x.copy(), extra=dict(r.extra)))
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -209,3 +209,69 @@ def test_the_watchdog_stops_a_hung_milp_and_its_entry_keeps_the_cheap_bound(monk
         assert r["lower"] == -np.inf and "watchdog" in r["messages"][0]
     assert ex["upper"] == pytest.approx(max(r["cheap"] for r in ex["records"]), rel=1e-11)
     assert ex["lower"] == 0.0 and ex["argmax"] is None
+
+
+KILLED = """
+import sys
+import numpy as np
+from milp import general
+from milp.batch import solve_models
+
+def market_split(seed, m=4, n=40):  # Cornuejols-Dawande: hours for branch and bound
+    rng = np.random.default_rng(seed)
+    A = rng.integers(0, 100, (m, n)).astype(float)
+    model = general.Model()
+    xs = [model.var(0, 1, integer=True) for _ in range(n)]
+    slack = []
+    for i in range(m):
+        sp, sm = model.var(0, 1e4), model.var(0, 1e4)
+        model.row(xs + [sp, sm], list(A[i]) + [1.0, -1.0], lo=A[i].sum() // 2, hi=A[i].sum() // 2)
+        slack += [sp, sm]
+    model.maximize(slack, [-1.0] * len(slack))
+    return model
+
+solve_models([market_split(s) for s in range(4)], "highs", n_jobs=2, chunk_size=1, progress=False)
+"""
+
+
+def test_kill_9_of_a_model_batch_leaves_no_worker_computing(tmp_path):
+    """The engine's guarantee holds for general MILPs too: HiGHS without a time limit inside two workers,
+    the batch process killed with SIGKILL, every worker gone within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_batch_hardening import _alive, _children, _cpu_ticks, _descendants
+
+    (tmp_path / "run.py").write_text(KILLED)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    family: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # both workers computing
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the workers did not start computing in time"
+            workers = _children(proc.pid)
+            if len(workers) == 2:
+                before = [_cpu_ticks([w]) for w in workers]
+                time.sleep(0.5)
+                if all(_cpu_ticks([w]) > b for w, b in zip(workers, before)):
+                    break
+            time.sleep(0.1)
+        family = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        proc.wait()
+        while any(_alive(p) for p in family) and time.monotonic() - t_kill < 10:
+            time.sleep(0.02)
+        survivors = [p for p in family if _alive(p)]
+        assert not survivors and time.monotonic() - t_kill < 5, f"still alive after kill -9: {survivors}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in family:  # never leave a CPU hog behind, whatever failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,9 @@
 """``solve_many``: thousands of small solves on local worker processes (or a Dask cluster), resumable.
+``solve_models``: general MILPs (:class:`milp.general.Model`, e.g. the exact sup-norm MILPs of
+``pipelines.exact_sup``) on the same engine, with every guarantee below; a :class:`_Kind` (``INSTANCES``,
+``MODELS``) is all that differs: what a failed, stopped or never-started item's result is and which results
+a store keeps (:class:`milp.store.SolutionStore` for Solutions, :class:`milp.store.ResultStore` for general
+Results, as JSON). ``solve_models(total_time=...)`` also stops starting work past a deadline.
 
 Design:
 - The unit of work is the pure top-level function :func:`_solve_chunk` over picklable arrays; a chunk
@@ -61,8 +66,9 @@ Guarantees (what happens when ...):
   directly raises :class:`milp.InstanceError` naming the file.
 
 Test-only hook: if the environment variable ``SLTH_TEST_HANG_ON_TARGET`` holds a number, a worker
-asked to solve an instance whose (first) target coordinate equals it sleeps forever instead, to
-exercise the watchdog. It is read in :func:`_solve_one`; never set it outside tests.
+asked to solve an instance whose (first) target coordinate equals it (a general model: whose first
+variable's upper bound equals it) sleeps forever instead, to exercise the watchdog. It is read in
+:func:`_solve_one` and :func:`_solve_model_one`; never set it outside tests.
 """
 from __future__ import annotations
 
@@ -85,13 +91,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import general
 from .api import check_options, solve
 from .backends import REGISTRY, SolveOptions, get_backend
 from .instance import Instance, InstanceError
 from .solution import Solution, Status
-from .store import SolutionStore, make_request, request_key
+from .store import ResultStore, SolutionStore, make_request, request_key
 
-__all__ = ["solve_many", "load_instances", "instance_seed", "auto_chunk_size", "BatchError", "NoDaskWorkersError"]
+__all__ = ["solve_many", "solve_models", "load_instances", "instance_seed", "auto_chunk_size", "BatchError", "NoDaskWorkersError"]
 
 BACKENDS = ("loky", "dask")
 #: Auto chunking: aim at this many chunks per worker, so that the last chunks balance the load
@@ -197,14 +204,64 @@ def _solve_chunk(payloads, solver, time_limit, threads, params) -> list[tuple[in
     return [(p[0], _solve_one(p, solver, time_limit, threads, params)) for p in payloads]
 
 
-def _solve_each(worker, payloads, common):
-    """Yield ``(uid, Solution)`` per payload: ``worker`` called on one payload at a time, an exception
-    (from a custom worker; :func:`_solve_chunk` catches its own) becoming a ``failed`` Solution."""
+def _solve_each(worker, payloads, common, kind=None):
+    """Yield ``(uid, result)`` per payload: ``worker`` called on one payload at a time, an exception
+    (from a custom worker; :func:`_solve_chunk` catches its own) becoming the kind's ``failed`` result."""
+    kind = kind or INSTANCES
     for p in payloads:
         try:
             yield from worker([p], *common)
         except Exception as exc:
-            yield p[0], _failed(np.shape(p[1])[0], common[0], f"{type(exc).__name__}: {exc}")
+            yield p[0], kind.failed(p, common[0], f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------ work kinds
+@dataclass(frozen=True)
+class _Kind:
+    """What the engine needs to know of one kind of work item (a payload is a tuple, ``payload[0]`` its
+    uid): the result of an item that failed, one the watchdog stopped, one never started (``total_time``
+    ran out), and which results a store keeps. Subset-sum instances (:func:`solve_many`) and general MILPs
+    (:func:`solve_models`) share every other line of the engine."""
+    failed: Callable  # (payload, solver label, message, seconds=0) -> result
+    stopped: Callable  # (payload, solver label, message, seconds) -> result
+    unstarted: Callable  # (payload, solver label, message) -> result
+    keep: Callable  # result -> bool
+
+
+def _instance_failed(p, solver, message, seconds=0.0) -> Solution:
+    return _failed(np.shape(p[1])[0], solver, message, seconds)
+
+
+def _instance_stopped(p, solver, message, seconds) -> Solution:
+    return _stopped(np.shape(p[1])[0], solver, message, seconds)
+
+
+def _instance_keep(sol: Solution) -> bool:
+    return sol.status != Status.FAILED and not sol.extra.get("watchdog")
+
+
+INSTANCES = _Kind(_instance_failed, _instance_stopped, _instance_failed, _instance_keep)
+
+
+def _model_failed(p, solver, message, seconds=0.0):
+    """A general MILP's ``failed`` Result (``p = (uid, model, solver, seed)``: its own solver, not the label)."""
+    return general.Result("failed", None, -math.inf, math.inf, seconds, p[2], message=message)
+
+
+def _model_stopped(p, solver, message, seconds):
+    return general.Result("time_limit", None, -math.inf, math.inf, seconds, p[2], message=message,
+                          extra={"watchdog": True})
+
+
+def _model_unstarted(p, solver, message, seconds=0.0):
+    return general.Result("not_solved", None, -math.inf, math.inf, 0.0, p[2], message=message)
+
+
+def _model_keep(r) -> bool:
+    return r.status not in ("failed", "not_solved") and not r.extra.get("watchdog")
+
+
+MODELS = _Kind(_model_failed, _model_stopped, _model_unstarted, _model_keep)
 
 
 # ------------------------------------------------------------- worker process (its own side)
@@ -289,7 +346,7 @@ def _worker_main(parent: int, fd_tasks: int, fd_results: int) -> None:
         os._exit(code)
 
     try:
-        worker = pickle.loads(tasks.recv_bytes())
+        worker, kind = pickle.loads(tasks.recv_bytes())
     except EOFError:
         leave()
     except BaseException:
@@ -305,7 +362,7 @@ def _worker_main(parent: int, fd_tasks: int, fd_results: int) -> None:
             leave()
         common, payloads = message
         try:
-            for uid, sol in _solve_each(worker, payloads, common):
+            for uid, sol in _solve_each(worker, payloads, common, kind):
                 results.send(("result", [(uid, sol)]))
             results.send(("done", None))
         except OSError:  # BrokenPipeError: the batch process is gone
@@ -314,9 +371,10 @@ def _worker_main(parent: int, fd_tasks: int, fd_results: int) -> None:
 
 # ------------------------------------------------------------------------------- arguments
 def _check_args(solver, n_jobs, chunk_size, backend, scheduler, params, dask_worker_timeout) -> None:
-    if not isinstance(solver, str):
-        raise ValueError(f"solver must be a solver name (str), got {solver!r}")
-    get_backend(solver)  # SolverNotAvailable (a ValueError) naming the choices
+    if solver is not None:  # None: the caller checked its solvers itself (solve_models)
+        if not isinstance(solver, str):
+            raise ValueError(f"solver must be a solver name (str), got {solver!r}")
+        get_backend(solver)  # SolverNotAvailable (a ValueError) naming the choices
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or (n_jobs < 1 and n_jobs != -1):
         raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
@@ -372,8 +430,11 @@ class _Task:
 class _Sink:
     """Takes results as they arrive: fills ``results``, commits to the store promptly, moves the bar."""
 
-    def __init__(self, results, db, keys, requests, bar, prepare: Callable | None = None):
+    def __init__(self, results, db, keys, requests, bar, kind=None, on_result=None,
+                 prepare: Callable | None = None):
         self.results, self.db, self.keys, self.requests, self.bar = results, db, keys, requests, bar
+        self.kind = kind or INSTANCES  # which results the store keeps; the failed/stopped results of the runners
+        self.on_result = on_result  # called (uid, result) as each result arrives
         self.prepare = prepare  # (uid, Solution) -> None, run before a result is kept and stored
         self.seen: set[int] = set()
         self.rows: list = []
@@ -390,11 +451,13 @@ class _Sink:
                 self.prepare(uid, sol)
             self.results[uid] = sol
             fresh += 1
-            if self.db is not None and sol.status != Status.FAILED and not sol.extra.get("watchdog"):
+            if self.db is not None and self.kind.keep(sol):
                 if not self.rows:
                     self.since = time.monotonic()
                 self.rows.append((self.keys[uid], self.requests[uid], sol))
                 self.work += max(0.0, float(sol.seconds or 0.0))
+            if self.on_result is not None:
+                self.on_result(uid, sol)
         if fresh:
             self.bar.update(fresh)
         if self.rows and self.work >= COMMIT_INTERVAL:
@@ -408,6 +471,15 @@ class _Sink:
         rows, self.rows, self.work = self.rows, [], 0.0
         if rows:
             self.db.put_many(rows)
+
+    def expire(self, queue: deque, solver: str, deadline: float | None) -> None:
+        """Past ``deadline`` (``time.monotonic()``), the tasks still queued are never started: each of
+        their items gets the kind's ``unstarted`` result (not stored). Items in progress finish."""
+        if deadline is None or not queue or time.monotonic() < deadline:
+            return
+        msg = "not started: the batch's total_time had run out"
+        while queue:
+            self.add([(p[0], self.kind.unstarted(p, solver, msg)) for p in queue.popleft().remaining()])
 
 
 def _budget(time_limit: float, first: bool) -> float:
@@ -504,12 +576,13 @@ def _pickle_worker(worker: Callable) -> bytes:
 
 
 def _run_local(n_workers: int, chunks: list[list], worker: Callable, common: tuple, sink: _Sink,
-               time_limit: float | None) -> None:
-    """Run ``chunks`` on ``n_workers`` worker processes with crash isolation and the watchdog."""
+               time_limit: float | None, deadline: float | None = None) -> None:
+    """Run ``chunks`` on ``n_workers`` worker processes with crash isolation and the watchdog; past
+    ``deadline`` no further chunk starts (:meth:`_Sink.expire`)."""
     from multiprocessing.connection import wait
 
-    solver = common[0]
-    worker_bytes = _pickle_worker(worker)
+    solver, kind = common[0], sink.kind
+    worker_bytes = _pickle_worker((worker, kind))
     env = _worker_env(n_workers)
     queue = deque(_Task(c) for c in chunks)
     workers: list[_LocalWorker] = []
@@ -534,7 +607,7 @@ def _run_local(n_workers: int, chunks: list[list], worker: Callable, common: tup
             msg = (f"the worker process died while solving this instance ({_describe_exit(code)}), also when "
                    f"retried alone; the rest of the batch continued")
             _warn(f"instance {culprit[0]}: {msg}")
-            sink.add([(culprit[0], _failed(np.shape(culprit[1])[0], solver, msg))])
+            sink.add([(culprit[0], kind.failed(culprit, solver, msg))])
         else:
             queue.appendleft(_Task([culprit], isolated=True))
 
@@ -549,7 +622,7 @@ def _run_local(n_workers: int, chunks: list[list], worker: Callable, common: tup
         msg = _watchdog_message(now - w.progress, time_limit, first,
                                 f"its worker process (pid {w.pid}) was killed")
         _warn(f"instance {culprit[0]}: {msg}")
-        sink.add([(culprit[0], _stopped(np.shape(culprit[1])[0], solver, msg, now - w.progress))])
+        sink.add([(culprit[0], kind.stopped(culprit, solver, msg, now - w.progress))])
 
     def read(w: _LocalWorker) -> None:
         while True:
@@ -576,6 +649,7 @@ def _run_local(n_workers: int, chunks: list[list], worker: Callable, common: tup
 
     try:
         while queue or any(w.task is not None for w in workers):
+            sink.expire(queue, solver, deadline)
             for w in list(workers):  # idle workers take the next chunks
                 if w.task is None and queue:
                     task = queue.popleft()
@@ -634,11 +708,15 @@ def _shutdown(workers: list[_LocalWorker], grace: float = 2.0) -> None:
         w.kill()
 
 
-def _run_in_process(chunks: list[list], worker: Callable, common: tuple, sink: _Sink) -> None:
-    for chunk in chunks:
-        for pair in _solve_each(worker, chunk, common):
-            sink.add([pair])
-            sink.tick()
+def _run_in_process(chunks: list[list], worker: Callable, common: tuple, sink: _Sink,
+                    deadline: float | None = None) -> None:
+    queue = deque(_Task([p]) for chunk in chunks for p in chunk)
+    while queue:
+        sink.expire(queue, common[0], deadline)
+        if queue:
+            for pair in _solve_each(worker, queue.popleft().payloads, common, sink.kind):
+                sink.add([pair])
+                sink.tick()
 
 
 # ------------------------------------------------------------------------------------- dask
@@ -696,11 +774,11 @@ def _wait_for_dask_workers(client, timeout: float) -> int:
 
 
 def _run_dask(client, chunks: list[list], worker: Callable, common: tuple, sink: _Sink,
-              time_limit: float | None, no_worker_timeout: float) -> None:
+              time_limit: float | None, no_worker_timeout: float, deadline: float | None = None) -> None:
     import distributed
     from distributed.scheduler import KilledWorker
 
-    solver = common[0]
+    solver, kind = common[0], sink.kind
     queue = deque(_Task(c) for c in chunks)
     inflight: dict = {}  # future -> [task, worker address or None, start time]
     threads = _wait_for_dask_workers(client, no_worker_timeout)
@@ -719,7 +797,7 @@ def _run_dask(client, chunks: list[list], worker: Callable, common: tuple, sink:
             return
         p = task.payloads[0]
         _warn(f"instance {p[0]}: {msg}")
-        sink.add([(p[0], _failed(np.shape(p[1])[0], solver, f"{msg}; the rest of the batch continued"))])
+        sink.add([(p[0], kind.failed(p, solver, f"{msg}; the rest of the batch continued"))])
 
     def stuck(fut, task: _Task, address: str, elapsed: float) -> None:
         client.cancel([fut], force=True)
@@ -738,7 +816,7 @@ def _run_dask(client, chunks: list[list], worker: Callable, common: tuple, sink:
         p = task.payloads[0]
         msg = _watchdog_message(elapsed, time_limit, True, what)
         _warn(f"instance {p[0]}: {msg}")
-        sink.add([(p[0], _stopped(np.shape(p[1])[0], solver, msg, elapsed))])
+        sink.add([(p[0], kind.stopped(p, solver, msg, elapsed))])
 
     try:
         while queue or inflight:
@@ -756,6 +834,7 @@ def _run_dask(client, chunks: list[list], worker: Callable, common: tuple, sink:
             # With the watchdog, no more tasks than threads: a task waiting on a worker behind another
             # one already counts as processing there, and must not be timed while it waits.
             cap = max(1, threads) * (1 if time_limit is not None else 2)
+            sink.expire(queue, solver, deadline)
             alone = any(state[0].isolated for state in inflight.values())
             while queue and not alone and len(inflight) < cap:
                 if queue[0].isolated and inflight:
@@ -859,12 +938,7 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
 
     # identity: one uid per distinct instance, its seed and its store key
     hashes = [inst.content_hash() for inst in instances]
-    uid_of: dict[str, int] = {}
-    firsts: list[int] = []
-    for i, h in enumerate(hashes):
-        if h not in uid_of:
-            uid_of[h] = len(firsts)
-            firsts.append(i)
+    uids, firsts = _distinct(hashes)
     seeds = [instance_seed(seed, hashes[i]) for i in firsts]
     requests = [make_request(hashes[i], solver, SolveOptions(time_limit=time_limit, seed=s, threads=int(threads),
                                                              params=params).key())
@@ -897,12 +971,28 @@ def solve_many(instances: Sequence[Instance], solver: str = "auto", n_jobs: int 
         if own_store:
             db.close()
 
-    out: list[Solution] = []
-    seen: set[int] = set()
-    for h in hashes:
-        uid = uid_of[h]
-        sol = results[uid]
-        out.append(sol if uid not in seen else replace(sol, mask=sol.mask.copy(), extra=dict(sol.extra)))
+    return _in_order(uids, results, lambda sol: replace(sol, mask=sol.mask.copy(), extra=dict(sol.extra)))
+
+
+def _distinct(identities: list) -> tuple[list[int], list[int]]:
+    """``(uids, firsts)``: the uid of every item (one per distinct identity, numbered in order of first
+    appearance) and the index of each uid's first item. Identical items are solved once."""
+    uid_of: dict = {}
+    uids: list[int] = []
+    firsts: list[int] = []
+    for i, identity in enumerate(identities):
+        if identity not in uid_of:
+            uid_of[identity] = len(firsts)
+            firsts.append(i)
+        uids.append(uid_of[identity])
+    return uids, firsts
+
+
+def _in_order(uids: list[int], results: list, copy: Callable) -> list:
+    """One result per item, in input order; an item repeating an earlier one gets ``copy(result)``."""
+    out, seen = [], set()
+    for uid in uids:
+        out.append(results[uid] if uid not in seen else copy(results[uid]))
         seen.add(uid)
     return out
 
@@ -943,14 +1033,27 @@ def _stored(db, keys, instances) -> dict:
 
 def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_jobs, chunk_size, backend,
          scheduler, progress, common, worker, cached, no_worker_timeout, prepare=None) -> None:
-    from tqdm.auto import tqdm
-
     time_limit = common[1]
     payloads = []
     for uid in todo:
         inst = instances[firsts[uid]]
         payloads.append((uid, inst.candidates, inst.target, inst.cardinality, seeds[uid]))
 
+    def size(n_workers: int) -> int:
+        return chunk_size or auto_chunk_size(len(todo), n_workers, solver, [instances[firsts[u]] for u in todo],
+                                             time_limit=time_limit)
+
+    _execute(payloads, _Sink(results, db, keys, requests, None, prepare=prepare), n_jobs, size, backend, scheduler, progress,
+             common, worker, cached, no_worker_timeout, desc=f"solve_many[{solver}]", unit="inst")
+
+
+def _execute(payloads, sink, n_jobs, size, backend, scheduler, progress, common, worker, cached,
+             no_worker_timeout, desc, unit, deadline=None) -> None:
+    """Run ``payloads`` in chunks of ``size(n_workers)`` on the chosen runner, results into ``sink`` (the
+    one dispatch of :func:`solve_many` and :func:`solve_models`)."""
+    from tqdm.auto import tqdm
+
+    time_limit = common[1]
     client = own_client = None
     if backend == "dask":
         client, own_client = _dask_client(scheduler)
@@ -961,21 +1064,20 @@ def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_
             import joblib
 
             n_workers = joblib.effective_n_jobs(n_jobs)
-        size = chunk_size or auto_chunk_size(len(todo), n_workers, solver, [instances[firsts[u]] for u in todo],
-                                             time_limit=time_limit)
-        chunks = [payloads[s:s + size] for s in range(0, len(payloads), size)]
-        bar = tqdm(total=len(todo), unit="inst", desc=f"solve_many[{solver}]", disable=None if progress else True,  # None: tqdm stays silent when stderr is not a terminal
+        step = size(n_workers)
+        chunks = [payloads[s:s + step] for s in range(0, len(payloads), step)]
+        bar = tqdm(total=len(payloads), unit=unit, desc=desc, disable=None if progress else True,  # None: tqdm stays silent when stderr is not a terminal
                    dynamic_ncols=True, smoothing=0.1)
         if cached:
             bar.set_postfix_str(f"{cached} from store", refresh=False)
-        sink = _Sink(results, db, keys, requests, bar, prepare)
+        sink.bar = bar
         try:
             if backend == "dask":
-                _run_dask(client, chunks, worker, common, sink, time_limit, no_worker_timeout)
+                _run_dask(client, chunks, worker, common, sink, time_limit, no_worker_timeout, deadline)
             elif n_workers == 1 and time_limit is None:
-                _run_in_process(chunks, worker, common, sink)
+                _run_in_process(chunks, worker, common, sink, deadline)
             else:
-                _run_local(min(n_workers, len(chunks)), chunks, worker, common, sink, time_limit)
+                _run_local(min(n_workers, len(chunks)), chunks, worker, common, sink, time_limit, deadline)
         finally:
             try:
                 sink.flush()  # whatever happened, what was solved is kept
@@ -984,6 +1086,125 @@ def _run(todo, firsts, seeds, instances, results, keys, requests, db, solver, n_
     finally:
         if own_client:
             client.close()
+
+
+# ---------------------------------------------------------------------------- solve_models
+def _solve_model_one(payload, time_limit, threads):
+    uid, model, solver, seed = payload
+    _test_hang_hook(model.ub[:1])  # test-only: a model whose first variable's upper bound is the hang value
+    try:
+        return general.solve(model, solver, time_limit=time_limit, threads=threads, seed=seed)
+    except Exception as exc:  # one bad model must not take the chunk down
+        return _model_failed(payload, solver, f"{type(exc).__name__}: {exc}")
+
+
+def _solve_model_chunk(payloads, label, time_limit, threads) -> list:
+    """Solve a chunk of ``(uid, model, solver, seed)`` payloads by :func:`milp.general.solve`; pure and picklable."""
+    return [(p[0], _solve_model_one(p, time_limit, threads)) for p in payloads]
+
+
+def model_request(model_hash: str, solver: str, time_limit: float | None, seed: int, threads: int) -> dict:
+    """What a result-store key of one general MILP solve hashes: the model, the solver and its library
+    version, the options that can change the result, and :data:`milp.general.REVISION`."""
+    from . import __version__
+
+    return {"model": model_hash, "solver": solver, "options": {"time_limit": time_limit, "seed": int(seed),
+            "threads": int(threads)}, "milp": __version__, "revision": f"general{general.REVISION}",
+            "library": general.solver_versions(solver)}
+
+
+def solve_models(models: Sequence, solver="highs", n_jobs: int = 1, store=None, time_limit: float | None = None,
+                 seed: int = 0, threads: int = 1, chunk_size: int | None = None, backend: str = "loky",
+                 scheduler=None, progress: bool = True, total_time: float | None = None,
+                 dask_worker_timeout: float | None = None, on_result: Callable | None = None,
+                 _worker: Callable = _solve_model_chunk) -> list:
+    """Solve general MILPs (:class:`milp.general.Model`) on the engine of :func:`solve_many`: the same
+    worker processes, watchdog, kill guarantees, crash isolation, Dask runner and progress bar (module
+    docstring); results in input order as :class:`milp.general.Result`.
+
+    Args:
+        models: a sequence of :class:`milp.general.Model`.
+        solver: a :data:`milp.general.SOLVERS` name, or a sequence of them aligned with ``models`` (e.g. the
+            same model twice, with two solvers, to confirm one by the other).
+        time_limit, threads: per solve, as in :func:`milp.general.solve`. With a time limit the watchdog
+            stops a solve that runs far past it: its Result is ``time_limit`` with no point and an infinite
+            dual bound (``extra["watchdog"] = True``), never a bound or an optimum.
+        seed: batch seed; model i is solved with ``instance_seed(seed, models[i].content_hash())``.
+        n_jobs, chunk_size, backend, scheduler, progress, dask_worker_timeout: as in :func:`solve_many`.
+        store: None, a path to an SQLite file or an open :class:`milp.store.ResultStore`: Results are kept
+            as JSON under the hash of (model, solver, library version, options); a rerun reuses them (a
+            stored point is re-checked against its model on reading) and solves only the rest. ``failed``,
+            watchdog and ``not_solved`` Results are not stored.
+        total_time: seconds for the whole batch: past it no further solve starts, the rest get Results
+            ``not_solved`` (no point, infinite dual bound); solves in progress finish (within their limit).
+        on_result: called ``on_result(i, result)`` for every model index i as its Result is known (stored ones
+            first, then as solves finish), e.g. for progress lines.
+
+    Identical (model, solver) pairs are solved once; the caller must still re-evaluate what a point means
+    (a Result's ``x`` is checked against the model's rows and bounds, nothing more)."""
+    t0 = time.monotonic()
+    models = list(models)
+    solvers = [solver] * len(models) if isinstance(solver, str) else list(solver)
+    if len(solvers) != len(models):
+        raise ValueError(f"solver: got {len(solvers)} solver names for {len(models)} models")
+    for i, (m, s) in enumerate(zip(models, solvers)):
+        if not isinstance(m, general.Model):
+            raise TypeError(f"models[{i}] must be a milp.general.Model, got {type(m).__name__}")
+        if s not in general.SOLVERS:
+            raise ValueError(f"solver: expected one of {', '.join(general.SOLVERS)}, got {s!r}")
+        if s not in general.available():
+            raise ValueError(f"solver: {s} is not installed here (available: {', '.join(general.available())})")
+    _check_args(None, n_jobs, chunk_size, backend, scheduler, None, dask_worker_timeout)
+    check_options(time_limit, seed, threads)
+    if total_time is not None and not (isinstance(total_time, (int, float)) and total_time >= 0):
+        raise ValueError(f"total_time must be a non-negative number of seconds or None, got {total_time!r}")
+    time_limit = None if time_limit is None else float(time_limit)
+    if not models:
+        return []
+
+    hashes = [m.content_hash() for m in models]
+    uids, firsts = _distinct(list(zip(hashes, solvers)))
+    seeds = [instance_seed(seed, hashes[i]) for i in firsts]
+    requests = [model_request(hashes[i], solvers[i], time_limit, s, threads) for i, s in zip(firsts, seeds)]
+    keys = [request_key(r) for r in requests]
+    users: dict[int, list[int]] = {}
+    for i, uid in enumerate(uids):
+        users.setdefault(uid, []).append(i)
+
+    def report(uid, result) -> None:
+        if on_result is not None:
+            for i in users[uid]:
+                on_result(i, result)
+
+    own_store = store is not None and not isinstance(store, ResultStore)
+    db = ResultStore(store) if own_store else store
+    try:
+        results: list = [None] * len(firsts)
+        if db is not None:
+            cached = db.get_many(keys, [models[i] for i in firsts])
+            for uid, key in enumerate(keys):
+                results[uid] = cached.get(key)
+                if results[uid] is not None:
+                    report(uid, results[uid])
+        todo = [uid for uid, r in enumerate(results) if r is None]
+        if todo:
+            if db is not None:
+                db.check_writable(len(todo))
+            payloads = [(uid, models[firsts[uid]], solvers[firsts[uid]], seeds[uid]) for uid in todo]
+            label = "+".join(dict.fromkeys(solvers[firsts[u]] for u in todo))
+            timeout = DASK_NO_WORKER_TIMEOUT if dask_worker_timeout is None else float(dask_worker_timeout)
+
+            def size(n_workers: int) -> int:
+                return chunk_size or auto_chunk_size(len(todo), n_workers, "milp", time_limit=time_limit)
+
+            _execute(payloads, _Sink(results, db, keys, requests, None, MODELS, report), n_jobs, size, backend,
+                     scheduler, progress, (label, time_limit, int(threads)), _worker, len(firsts) - len(todo),
+                     timeout, desc=f"solve_models[{label}]", unit="milp",
+                     deadline=None if total_time is None else t0 + float(total_time))
+    finally:
+        if own_store:
+            db.close()
+    return _in_order(uids, results, lambda r: replace(r, x=None if r.x is None else r.x.copy(), extra=dict(r.extra)))
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -12,14 +12,21 @@ it (a valid bound up to the solver's feasibility tolerances, which are set to 1e
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 SOLVERS = ("highs", "scip", "cbc")
+#: What result-store keys record of this module's solving code (options, tolerances, status rules): bump it
+#: when a change here can change a Result, so stored Results of the old code are not reused.
+REVISION = 1
+#: Result statuses: proved optimal, stopped with bounds only, infeasible, no usable answer, and (batch
+#: engine, :func:`milp.batch.solve_models` with ``total_time``) never started.
+STATUSES = ("optimal", "time_limit", "infeasible", "failed", "not_solved")
 
 
 def available() -> list[str]:
@@ -80,16 +87,71 @@ class Model:
     def maximize(self, idx, coefs) -> None:
         self.cost = {int(i): float(c) for i, c in zip(idx, coefs)}
 
+    def content_hash(self) -> str:
+        """sha256 of everything that defines the model (bounds, integrality, objective, rows in order), in
+        float64 bytes: equal models hash equal, any change of a coefficient or bound changes it."""
+        h = hashlib.sha256(b"slth-general-model:1")
+        for arr in (np.array(self.lb, dtype=np.float64), np.array(self.ub, dtype=np.float64),
+                    np.array(self.integer, dtype=np.uint8), np.array(sorted(self.cost.items()), dtype=np.float64)):
+            h.update(np.int64(arr.size).tobytes())
+            h.update(arr.tobytes())
+        for idx, coefs, lo, hi in self.rows:
+            h.update(np.int64(len(idx)).tobytes())
+            h.update(np.asarray(idx, dtype=np.int64).tobytes())
+            h.update(np.asarray(coefs, dtype=np.float64).tobytes())
+            h.update(np.array([lo, hi], dtype=np.float64).tobytes())
+        return h.hexdigest()
+
 
 @dataclass
 class Result:
-    status: str  # "optimal" (proved), "time_limit" (bounds only), "infeasible", "failed"
+    status: str  # one of STATUSES: "optimal" (proved), "time_limit" (bounds only), "infeasible", "failed", ...
     x: np.ndarray | None
     primal: float  # the solver's objective at x (not trusted by callers)
     dual: float  # the solver's upper bound on the maximum
     seconds: float
     solver: str
     violation: float = math.nan  # of the returned x, recomputed here
+    message: str = ""  # why it failed / was stopped (batch engine)
+    extra: dict = field(default_factory=dict)  # e.g. {"watchdog": True} for a solve the batch watchdog stopped
+
+    def to_dict(self) -> dict:
+        """Plain JSON types only: x as a list (or None), non-finite floats as the strings "inf", "-inf", "nan"."""
+        d = asdict(self)
+        d["x"] = None if self.x is None else [float(v) for v in np.asarray(self.x, dtype=np.float64)]
+        for k in ("primal", "dual", "seconds", "violation"):
+            d[k] = _json_float(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        """Inverse of :meth:`to_dict`; raises ValueError on a malformed dict (unknown status, non-finite x)."""
+        d = dict(d)
+        if d.get("status") not in STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(STATUSES)}, got {d.get('status')!r}")
+        if d.get("x") is not None:
+            d["x"] = np.asarray(d["x"], dtype=np.float64)
+            if d["x"].ndim != 1 or not np.all(np.isfinite(d["x"])):
+                raise ValueError("x: expected a list of finite numbers")
+        for k in ("primal", "dual", "seconds", "violation"):
+            d[k] = float(d[k])
+        return cls(**d)
+
+
+def _json_float(v) -> float | str:
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+def solver_versions(solver: str) -> str:
+    """The library version behind ``solver`` (part of result-store keys: a new solver version solves again)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = "highspy" if solver == "highs" else "ortools"
+    try:
+        return f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        return f"{dist} not installed"
 
 
 def solve(model: Model, solver: str = "highs", time_limit: float | None = None, threads: int = 1,
@@ -100,11 +162,21 @@ def solve(model: Model, solver: str = "highs", time_limit: float | None = None, 
         raise ValueError(f"solver: {solver} is not installed here (available: {', '.join(available()) or 'none'})")
     r = _highs(model, time_limit, threads, seed) if solver == "highs" else _ortools(model, solver, time_limit, seed)
     if r.x is not None:
-        scale = 1.0 + max(np.max(np.abs(model.lb), initial=0.0), np.max(np.abs(model.ub), initial=0.0))
-        r.violation = model.max_violation(r.x)
-        if r.violation > 1e-6 * scale:  # a solver answer that is not a solution proves nothing
+        r.violation, ok = check_point(model, r.x)
+        if not ok:  # a solver answer that is not a solution proves nothing
             r.status, r.x, r.primal, r.dual = "failed", None, -math.inf, math.inf
     return r
+
+
+def check_point(model: Model, x) -> tuple[float, bool]:
+    """(violation, acceptable) of a returned point: its largest bound or row violation, recomputed in
+    float64, against 1e-6 times the model's largest bound (a point beyond that is no solution)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (model.num_vars,):
+        return math.inf, False
+    scale = 1.0 + max(np.max(np.abs(model.lb), initial=0.0), np.max(np.abs(model.ub), initial=0.0))
+    v = model.max_violation(x)
+    return v, bool(v <= 1e-6 * scale)
 
 
 def _highs(model: Model, time_limit, threads, seed) -> Result:

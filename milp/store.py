@@ -53,7 +53,7 @@ import numpy as np
 
 from .solution import Solution, Status
 
-__all__ = ["SolutionStore", "StoreError", "StoreWarning", "make_request", "request_key", "LOCK_TIMEOUT"]
+__all__ = ["SolutionStore", "ResultStore", "StoreError", "StoreWarning", "make_request", "request_key", "LOCK_TIMEOUT"]
 
 #: ``PRAGMA application_id`` of an slth store: the ASCII bytes "SLTH".
 APPLICATION_ID = int.from_bytes(b"SLTH", "big")
@@ -132,7 +132,7 @@ def _json_default(obj):
 
 
 # --------------------------------------------------------------------------------- validation
-def _check_header(path: Path) -> bool:
+def _check_header(path: Path, what: str = "solution store") -> bool:
     """Validate an existing file by its raw header bytes; True when it must be created (empty)."""
     try:
         with open(path, "rb") as fh:
@@ -142,11 +142,11 @@ def _check_header(path: Path) -> bool:
     if len(head) == 0:
         return True  # a zero-byte file holds no data (e.g. a creation killed before its first commit)
     if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
-        raise StoreError(f"{path} is not an slth solution store (not an SQLite database); refusing to "
+        raise StoreError(f"{path} is not an slth {what} (not an SQLite database); refusing to "
                          f"touch it - pass a new file name or move the file away")
     app_id = int.from_bytes(head[68:72], "big")
     if app_id != APPLICATION_ID:
-        raise StoreError(f"{path} is an SQLite database but not an slth solution store (application_id "
+        raise StoreError(f"{path} is an SQLite database but not an slth {what} (application_id "
                          f"{app_id:#x}, expected {APPLICATION_ID:#x}); refusing to modify it - pass a new "
                          f"file name")
     return False
@@ -197,25 +197,24 @@ def _columns(con, table: str) -> list[tuple]:
     return [(r[1], r[2].upper(), bool(r[3]), r[5]) for r in con.execute(f'PRAGMA table_xinfo("{table}")')]
 
 
-_REFERENCE: tuple | None = None
+_REFERENCE: dict[tuple, tuple] = {}
 
 
-def _reference() -> tuple:
-    """(schema, {table: columns}) of a store freshly created by this version."""
-    global _REFERENCE
-    if _REFERENCE is None:
+def _reference(statements: tuple = _SCHEMA) -> tuple:
+    """(schema, {table: columns}) of a store freshly created by this version from ``statements``."""
+    if statements not in _REFERENCE:
         con = sqlite3.connect(":memory:")
-        for stmt in _SCHEMA:
+        for stmt in statements:
             con.execute(stmt)
         schema = _schema(con)
-        _REFERENCE = schema, {n: _columns(con, n) for t, n in schema if t == "table"}
+        _REFERENCE[statements] = schema, {n: _columns(con, n) for t, n in schema if t == "table"}
         con.close()
-    return _REFERENCE
+    return _REFERENCE[statements]
 
 
-def _schema_differences(con) -> list[str]:
+def _schema_differences(con, statements: tuple = _SCHEMA) -> list[str]:
     """How the schema on ``con`` differs from an slth store's (empty when it is exactly ours)."""
-    ref, ref_cols = _reference()
+    ref, ref_cols = _reference(statements)
     got = _schema(con)
     diffs = [f"missing {t} '{n}'" for t, n in sorted(ref) if (t, n) not in got]
     for (t, n), (tbl, _) in sorted(got.items()):
@@ -330,6 +329,14 @@ class SolutionStore:
     Use as a context manager or call :meth:`close`.
     """
 
+    #: what a file of this class is (meta ``format``), its schema, its table of rows and their columns;
+    #: :class:`ResultStore` is the same machinery over another table
+    FORMAT = FORMAT_NAME
+    WHAT = "solution store"
+    SCHEMA = _SCHEMA
+    TABLE = "solutions"
+    COLUMNS = _COLUMNS
+
     def __init__(self, path, check: bool = True, lock_timeout: float = LOCK_TIMEOUT):
         self.path = Path(path)
         self.lock_timeout = max(0.0, float(lock_timeout))
@@ -363,7 +370,7 @@ class SolutionStore:
         if path.is_dir():
             raise StoreError(f"store path {path} is a folder; pass a file name such as {path / 'results.sqlite'}")
         if path.exists():
-            empty = _check_header(path)
+            empty = _check_header(path, self.WHAT)
         else:
             self._make_parent()
             empty = True
@@ -384,7 +391,7 @@ class SolutionStore:
                                  f"path or make the folder writable")
             # a zero-byte read-only file holds no rows: an empty store that can be read, not written
             self._con = sqlite3.connect(":memory:", isolation_level=None)
-            for stmt in _SCHEMA:
+            for stmt in self.SCHEMA:
                 self._con.execute(stmt)
             return
         # An existing store: verify it on a connection that cannot write, and only then use it.
@@ -452,12 +459,12 @@ class SolutionStore:
                 raise StoreError(f"{self.path} became a foreign SQLite database while opening it")
             con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             con.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-            for stmt in _SCHEMA:
+            for stmt in self.SCHEMA:
                 con.execute(stmt)
             from . import __version__
 
             con.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                            [("format", FORMAT_NAME), ("format_version", str(FORMAT_VERSION)),
+                            [("format", self.FORMAT), ("format_version", str(FORMAT_VERSION)),
                              ("created_by", f"milp {__version__}"), ("created", repr(time.time()))])
             con.execute("COMMIT")
         except BaseException:
@@ -473,19 +480,26 @@ class SolutionStore:
         path = self.path
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         if app_id != APPLICATION_ID:
-            raise StoreError(f"{path} is not an slth solution store (application_id {app_id:#x}); refusing to "
+            raise StoreError(f"{path} is not an slth {self.WHAT} (application_id {app_id:#x}); refusing to "
                              f"modify it - pass a new file name")
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"meta", "solutions"} <= tables:
-            raise StoreError(f"{path} has the slth application id but lacks the meta/solutions tables; "
+        if not {"meta", self.TABLE} <= tables:
+            try:  # another kind of slth store (a solution store opened as a result store, or the reverse)?
+                other = dict(con.execute("SELECT name, value FROM meta").fetchall()).get("format")
+            except (sqlite3.Error, ValueError, TypeError):
+                other = None
+            if isinstance(other, str) and other.startswith("slth-") and other != self.FORMAT:
+                raise StoreError(f"{path} is not an slth {self.WHAT} (meta format {other!r}); refusing to modify it "
+                                 f"- pass another --store")
+            raise StoreError(f"{path} has the slth application id but lacks the meta/{self.TABLE} tables; "
                              f"it is damaged or foreign - refusing to modify it")
         try:
             meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
         except (sqlite3.OperationalError, ValueError, TypeError) as exc:
             raise StoreError(f"{path} has the slth application id but its meta table is not an slth store's "
                              f"({exc}); refusing to modify it - pass another --store") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is not an slth solution store (meta format {meta.get('format')!r})")
+        if meta.get("format") != self.FORMAT:
+            raise StoreError(f"{path} is not an slth {self.WHAT} (meta format {meta.get('format')!r})")
         try:
             version = int(meta.get("format_version", "0"))
         except (TypeError, ValueError):
@@ -496,7 +510,7 @@ class SolutionStore:
         if version > FORMAT_VERSION:
             raise StoreError(f"{path} uses store format {version}, newer than this milp understands "
                              f"({FORMAT_VERSION}); upgrade slth-milp")
-        diffs = _schema_differences(con)
+        diffs = _schema_differences(con, self.SCHEMA)
         if diffs:
             raise StoreError(f"{path} has the slth application id but not an slth store's schema: "
                              f"{'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}; refusing to use it "
@@ -535,13 +549,13 @@ class SolutionStore:
 
     # ------------------------------------------------------------------------------- access
     def __len__(self) -> int:
-        return self._query("SELECT COUNT(*) FROM solutions")[0][0]
+        return self._query(f"SELECT COUNT(*) FROM {self.TABLE}")[0][0]
 
     def __contains__(self, key: str) -> bool:
-        return bool(self._query("SELECT 1 FROM solutions WHERE key = ?", (key,)))
+        return bool(self._query(f"SELECT 1 FROM {self.TABLE} WHERE key = ?", (key,)))
 
     def keys(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT key FROM solutions ORDER BY key")]
+        return [r[0] for r in self._query(f"SELECT key FROM {self.TABLE} ORDER BY key")]
 
     def get(self, key: str, instance=None) -> Solution | None:
         """The stored solution of ``key`` (checked against ``instance`` when given), or None."""
@@ -567,12 +581,13 @@ class SolutionStore:
         for start in range(0, len(keys), LOOKUP_BATCH):
             part = keys[start:start + LOOKUP_BATCH]
             marks = ",".join("?" * len(part))
-            for row in self._query(f"SELECT {', '.join(_COLUMNS)} FROM solutions WHERE key IN ({marks})", part):
+            cols = ", ".join(self.COLUMNS)
+            for row in self._query(f"SELECT {cols} FROM {self.TABLE} WHERE key IN ({marks})", part):
                 key = row[0]
                 try:
-                    problem = _row_problem(dict(zip(_COLUMNS, row)), instance_of.get(key))
+                    problem = self._row_problem(dict(zip(self.COLUMNS, row)), instance_of.get(key))
                     if problem is None:
-                        found[key] = _row_to_solution(row)
+                        found[key] = self._from_row(row)
                 except Exception as exc:  # noqa: BLE001 - a tampered row must not take the batch down
                     problem = f"unreadable ({type(exc).__name__}: {exc})"
                 if problem is not None:
@@ -593,8 +608,8 @@ class SolutionStore:
 
     def rows(self) -> list[dict]:
         """Every row as a dict of its columns, unchecked (for inspection and tests)."""
-        rows = self._query(f"SELECT {', '.join(_COLUMNS)} FROM solutions ORDER BY key")
-        return [dict(zip(_COLUMNS, r)) for r in rows]
+        rows = self._query(f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE} ORDER BY key")
+        return [dict(zip(self.COLUMNS, r)) for r in rows]
 
     # ------------------------------------------------------------------------------- writing
     def check_writable(self, n_todo: int = 1) -> None:
@@ -619,7 +634,7 @@ class SolutionStore:
         :class:`StoreError`; rows not written because of a lock stay in :attr:`unsaved`.
         """
         now = time.time()
-        values = [_solution_to_row(key, request, sol, now) for key, request, sol in rows]
+        values = [self._to_row(key, request, sol, now) for key, request, sol in rows]
         if self.readonly:
             if values:
                 raise StoreError(self._readonly_message(f"{len(values)} result(s) cannot be saved"))
@@ -632,16 +647,16 @@ class SolutionStore:
         insert = [v for v in pending if v[0] not in self._bad]
         replace = [v for v in pending if v[0] in self._bad]
         con = self._con
-        cols, marks = ", ".join(_COLUMNS), ", ".join("?" * len(_COLUMNS))
+        cols, marks, table = ", ".join(self.COLUMNS), ", ".join("?" * len(self.COLUMNS)), self.TABLE
 
         def write() -> int:
             before = con.total_changes
             con.execute("BEGIN IMMEDIATE")
             try:
                 if insert:
-                    con.executemany(f"INSERT OR IGNORE INTO solutions ({cols}) VALUES ({marks})", insert)
+                    con.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", insert)
                 if replace:
-                    con.executemany(f"INSERT OR REPLACE INTO solutions ({cols}) VALUES ({marks})", replace)
+                    con.executemany(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", replace)
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
@@ -687,7 +702,20 @@ class SolutionStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SolutionStore({str(self.path)!r}{', read-only' if self.readonly else ''})"
+        return f"{type(self).__name__}({str(self.path)!r}{', read-only' if self.readonly else ''})"
+
+    # --------------------------------------------------- row mapping (what a subclass replaces)
+    @staticmethod
+    def _row_problem(r: dict, instance) -> str | None:
+        return _row_problem(r, instance)
+
+    @staticmethod
+    def _to_row(key: str, request: dict, solution: Solution, now: float) -> tuple:
+        return _solution_to_row(key, request, solution, now)
+
+    @staticmethod
+    def _from_row(row) -> Solution:
+        return _row_to_solution(row)
 
 
 # ------------------------------------------------------------------------------ row mapping
@@ -717,3 +745,65 @@ def _row_to_solution(row) -> Solution:
                     bound=details.get("bound"), time_to_first=details.get("time_to_first"),
                     time_to_best=details.get("time_to_best"), extra=details.get("extra") or {},
                     lower_bound=details.get("lower_bound"), floor=details.get("floor"))
+
+
+# ------------------------------------------------------------------- general MILP results
+RESULT_FORMAT_NAME = "slth-model-result-store"
+# results: key = sha256 of request (canonical JSON: model content hash, solver, options, milp version, solver
+# library version); result = JSON of the milp.general.Result (Result.to_dict: plain JSON, never pickle).
+_RESULT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, model_hash TEXT NOT NULL, request TEXT NOT NULL, "
+    "status TEXT NOT NULL, solver TEXT NOT NULL, result TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID",
+)
+_RESULT_COLUMNS = ("key", "model_hash", "request", "status", "solver", "result", "created")
+
+
+class ResultStore(SolutionStore):
+    """:class:`milp.general.Result` s of general MILPs (:func:`milp.batch.solve_models`), keyed by
+    :func:`request_key` of ``{"model": Model.content_hash(), "solver", "options", "milp", "revision"}``.
+
+    The same file safety, locking, WAL commits and validation-on-read as :class:`SolutionStore` (whose
+    machinery this is, over its own table; an slth solution store is refused as a result store and vice
+    versa). A stored row is trusted only if its JSON gives a valid Result and, when the caller passes the
+    models, it belongs to that model (hash) and its point ``x`` satisfies the model's bounds and rows
+    (recomputed, :func:`milp.general.check_point`); callers still re-evaluate what ``x`` means."""
+
+    FORMAT = RESULT_FORMAT_NAME
+    WHAT = "model result store"
+    SCHEMA = _RESULT_SCHEMA
+    TABLE = "results"
+    COLUMNS = _RESULT_COLUMNS
+
+    @staticmethod
+    def _row_problem(r: dict, model) -> str | None:
+        from .general import Result, check_point
+
+        try:
+            res = Result.from_dict(json.loads(r["result"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"result is not a valid Result ({type(exc).__name__}: {exc})"
+        if res.status != r["status"]:
+            return f"status column {r['status']!r} differs from the result's {res.status!r}"
+        if res.status in ("failed", "not_solved") or res.extra.get("watchdog"):
+            return f"status {res.status!r} is never stored"
+        if model is None:
+            return None
+        if r["model_hash"] != model.content_hash():
+            return "the row belongs to another model (model_hash differs)"
+        if res.x is not None:
+            violation, ok = check_point(model, res.x)
+            if not ok:
+                return f"its point does not satisfy the model (violation {violation:.3g})"
+        return None
+
+    @staticmethod
+    def _to_row(key: str, request: dict, result, now: float) -> tuple:
+        return (key, str(request.get("model", "")), _canonical(request), result.status, result.solver,
+                _canonical(result.to_dict()), now)
+
+    @staticmethod
+    def _from_row(row):
+        from .general import Result
+
+        return Result.from_dict(json.loads(dict(zip(_RESULT_COLUMNS, row))["result"]))

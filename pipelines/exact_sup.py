@@ -21,7 +21,10 @@ s, max_X s (f(X)_e - g(X)_e) is a MILP (the standard big-M encodings, e.g. Tjeng
 
 Translation structure: two output entries of one channel whose cones are translates of each other (same
 in-bound pattern at every layer, shifted by the output offset times each layer's cumulative stride) give
-the same MILP: it is solved once per channel, border class and sign.
+the same MILP: it is solved once per channel, border class and sign. The MILPs (and their confirming second
+solves) run as batches on the project's batch engine (:func:`milp.batch.solve_models`: worker processes, hard
+time limits and a watchdog, an optional resumable store of the solver Results); see :func:`exact_sup` for
+the rounds that pruning needs.
 
 Never trusting a solver: every MILP is solved by two solvers (``confirm_with``, SCIP after HiGHS by
 default) and the larger dual bound kept, since one solver's proof was seen to be wrong. The lower bound of an entry is f - g *evaluated in float64* at the solver's
@@ -29,11 +32,14 @@ input (clipped to the box), not the solver's objective; the upper bound is the s
 1e-7 (1 + |bound|) for its feasibility tolerances (1e-9), and never above the cheap interval bound.
 An entry is *closed* when the solver proved optimality and upper - lower <= 1e-6 (1 + |lower|).
 Entries whose cheap bound is already below the best lower bound found cannot hold the sup: with
-``prune=True`` they are not solved (their cheap bound is their upper bound).
+``prune=True`` they are not solved (their cheap bound is their upper bound). A solve the batch watchdog
+stopped, that failed, or that never started (``total_time``) has no dual bound: its entry keeps its cheap
+bound and is not closed.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -46,6 +52,9 @@ from milp import general
 from .bounds import interval_bounds, network_ops
 
 DUAL_SLACK = 1e-7
+#: Classes in the first round of :func:`exact_sup` (those of largest cheap bound; a constant, not ``n_jobs``,
+#: so which MILPs are solved does not depend on the worker count)
+FIRST_ROUND = 2
 
 
 def _parents(ops, shape) -> list[np.ndarray]:
@@ -266,22 +275,42 @@ def _evaluate(f, g, shape, xin, x, e, sign, lo, hi):
 def exact_sup(target: nn.Sequential, effective: nn.Sequential, shape, lo: float = 0.0, hi: float = 1.0,
               solver: str = "highs", time_limit: float | None = 60.0, total_time: float | None = None,
               prune: bool = True, lower_bound: float = 0.0, seed: int = 0, progress=None,
-              evaluate_with: nn.Module | None = None, confirm_with: str | None = "scip") -> dict:
+              evaluate_with: nn.Module | None = None, confirm_with: str | None = "scip", n_jobs: int = 1,
+              store=None, batch_progress: bool = False) -> dict:
     """sup_{X in [lo, hi]^shape} ||f(X) - g(X)||_max and per-output-entry results, by one MILP per channel,
-    border class and sign (module docstring). ``time_limit``: seconds per MILP; ``total_time``: after it,
-    the remaining MILPs are not solved (their cheap interval bound stands as their upper bound).
-    ``lower_bound``: an error already attained (e.g. by the attack), used only to skip MILPs that cannot
-    exceed it (``prune``). ``progress(done, total, record)`` is called after each MILP. ``evaluate_with``:
-    the network whose error is evaluated at the solvers' inputs (default ``effective``; ``verify`` passes
-    the pruned network itself, so every lower value is an error the pruned network attains). ``confirm_with``:
-    a second solver run on every MILP (default SCIP where installed; None: none): the upper bound is the
-    larger of the two dual bounds, the lower value the better of the two evaluated points, and a MILP is
-    closed only when both solvers proved optimality and the bounds meet.
+    border class and sign (module docstring), solved through the batch engine (:func:`milp.batch.solve_models`:
+    ``n_jobs`` worker processes, a hard time limit and a watchdog per MILP, no orphan workers on a kill).
+
+    ``time_limit``: seconds per MILP and solver. ``total_time``: no MILP starts after it (the ones not started
+    keep their cheap interval bound as their upper bound, status ``not_solved``); a MILP running then finishes
+    within its time limit (capped at ``total_time``). ``lower_bound``: an error already attained (e.g. by the
+    attack), used only to skip MILPs that cannot exceed it (``prune``). ``progress(done, total, record)`` is
+    called as each MILP's record is complete (``total``: every channel/border/sign class). ``evaluate_with``:
+    the network whose error is evaluated at the solvers' inputs (default ``effective``; ``verify`` passes the
+    pruned network itself, so every lower value is an error the pruned network attains). ``confirm_with``: a
+    second solver run on every MILP (default SCIP where installed; None: none): the upper bound is the larger
+    of the two dual bounds, the lower value the better of the two evaluated points, and a MILP is closed only
+    when both solvers proved optimality and the bounds meet. ``store``: None, a path or a
+    :class:`milp.store.ResultStore`: every solver Result is kept there (JSON) and a rerun solves nothing it
+    holds; the points are re-evaluated here in float64 either way. ``batch_progress``: the engine's tqdm bar.
+
+    Rounds (what changed when the MILPs moved to the batch engine): the sequential loop pruned each MILP
+    against the best value found so far. Now the MILPs go in rounds, each one batch (both solvers of every
+    MILP in it): round 1 holds the ``FIRST_ROUND`` classes of largest cheap bound (the cheap pass that finds
+    a good lower value), the next round every class still unpruned after it; with ``total_time`` (and a
+    ``time_limit``) a round holds at most ``2 n_jobs ceil(left / time_limit)`` classes (the ones that can
+    start in the time left; the rest wait for the next round, so a large network does not build models that
+    never run). Pruning against a smaller running best can only solve more MILPs than before, never fewer:
+    ``upper`` and ``lower`` are as good as the sequential loop's or better. Seeds: solver seed of a MILP =
+    :func:`milp.batch.instance_seed` (``seed``, the model's hash), independent of ``n_jobs`` and order.
 
     Returns ``lower`` (max evaluated error, attained at ``argmax``), ``upper`` (sound bound), ``closed``
     (lower = upper to 1e-6 relative), ``records`` (one per MILP or skipped class) and ``classes``."""
     t_start = time.perf_counter()
     import copy
+
+    from milp.batch import solve_models
+    from milp.store import ResultStore
 
     f = copy.deepcopy(target).double().eval()
     g = copy.deepcopy(effective).double().eval()
@@ -312,23 +341,31 @@ def exact_sup(target: nn.Sequential, effective: nn.Sequential, shape, lo: float 
         jobs.append((float(ud[e]), sig, e, 1))
         jobs.append((float(-ld[e]), sig, e, -1))
     jobs.sort(key=lambda j: -j[0])
-    best, argmax, records = max(0.0, float(lower_bound)), None, []
-    for n_done, (cheap, sig, e, sign) in enumerate(jobs):
-        rec = {"channel": e // (out_shape[1] * out_shape[2]), "entries": list(classes[sig]), "sign": sign,
-               "cheap": cheap}
-        out_of_time = total_time is not None and time.perf_counter() - t_start > total_time
-        if (prune and cheap <= best) or out_of_time or cheap <= 0:
-            rec.update(status="skipped" if not out_of_time else "not_solved", lower=-math.inf, upper=cheap, seconds=0.0)
-            records.append(rec)
-            continue
-        m, xin = _build(f_ops, g_ops, pars, bounds, cones[sig], e, sign, lo, hi)
-        limit = time_limit
-        if total_time is not None:
-            left = total_time - (time.perf_counter() - t_start)
-            limit = left if limit is None else min(limit, left)
-        runs = [general.solve(m, solver, time_limit=limit, seed=seed)]
-        if confirm_with and confirm_with != solver and confirm_with in general.available():
-            runs.append(general.solve(m, confirm_with, time_limit=limit, seed=seed))
+    solvers = [solver] + ([confirm_with] if confirm_with and confirm_with != solver and
+                          confirm_with in general.available() else [])
+    workers = max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+    limit = time_limit if total_time is None else (total_time if time_limit is None else min(time_limit, total_time))
+    state = {"best": max(0.0, float(lower_bound)), "argmax": None, "done": 0}
+    records: list[dict | None] = [None] * len(jobs)
+
+    def new_record(j: int) -> dict:
+        cheap, sig, e, sign = jobs[j]
+        return {"channel": e // (out_shape[1] * out_shape[2]), "entries": list(classes[sig]), "sign": sign,
+                "cheap": cheap}
+
+    def finish(j: int, rec: dict) -> None:
+        records[j] = rec
+        state["done"] += 1
+        if progress is not None and rec["status"] not in ("skipped", "not_solved"):
+            progress(state["done"], len(jobs), rec)
+
+    def solved(j: int, m, xin, runs) -> None:
+        """The record of job j from its solvers' Results (module docstring: never trusting a solver)."""
+        cheap, sig, e, sign = jobs[j]
+        rec = new_record(j)
+        if all(r.status == "not_solved" for r in runs):  # total_time ran out before any solver started
+            finish(j, {**rec, "status": "not_solved", "lower": -math.inf, "upper": cheap, "seconds": 0.0})
+            return
         if any(r.status == "infeasible" for r in runs):  # every input of the box is a solution
             raise RuntimeError(f"exact_sup: the MILP of output entry {e} (sign {sign}) is infeasible; every input of "
                                "the box is a solution, so an encoding or bound is wrong: refusing to report")
@@ -339,27 +376,72 @@ def exact_sup(target: nn.Sequential, effective: nn.Sequential, shape, lo: float 
                 if v > lower:
                     lower, X = v, Xr
         # the largest dual bound of the solvers: one solver's wrong proof (seen: HiGHS' presolve declared a
-        # point 0.3 % below an attained value optimal) does not make the bound lie unless every solver errs
+        # point 0.3 % below an attained value optimal) does not make the bound lie unless every solver errs; a
+        # solver stopped by the watchdog or never started has no bound (inf)
         duals = [r.dual for r in runs]
         dual = max(duals)
         upper = min(cheap, dual + DUAL_SLACK * (1 + abs(dual))) if math.isfinite(dual) else cheap
         upper = max(upper, lower)
         closed = all(r.status == "optimal" for r in runs) and upper - lower <= 1e-6 * (1 + abs(lower))
+        finite = [d for d in duals if math.isfinite(d)]
         rec.update(status="/".join(r.status for r in runs), lower=lower, upper=upper,
-                   solvers_disagree=bool(max(duals) - min(duals) > 1e-6 * (1 + abs(dual))),
+                   solvers_disagree=bool(len(finite) > 1 and max(finite) - min(finite) > 1e-6 * (1 + abs(dual))),
                    solver_primal=[r.primal for r in runs], solver_dual=duals, closed=closed,
                    seconds=sum(r.seconds for r in runs), variables=m.num_vars, binaries=m.num_integer,
                    rows=len(m.rows))
-        records.append(rec)
-        if lower > best or (argmax is None and lower >= best and X is not None):
-            best = max(best, lower)
-            argmax = {"entry": e, "sign": sign, "X": X}
-        if progress is not None:
-            progress(n_done + 1, len(jobs), rec)
+        if any(r.message for r in runs):
+            rec["messages"] = [r.message for r in runs if r.message]
+        if lower > state["best"] or (state["argmax"] is None and lower >= state["best"] and X is not None):
+            state["best"] = max(state["best"], lower)
+            state["argmax"] = {"entry": e, "sign": sign, "X": X}
+        finish(j, rec)
+
+    own_store = store is not None and not isinstance(store, ResultStore)
+    db = ResultStore(store) if own_store else store
+    try:
+        first = True
+        while True:
+            left = None if total_time is None else total_time - (time.perf_counter() - t_start)
+            todo = []
+            for j, (cheap, _, _, _) in enumerate(jobs):
+                if records[j] is not None:
+                    continue
+                if (prune and cheap <= state["best"]) or cheap <= 0:
+                    finish(j, {**new_record(j), "status": "skipped", "lower": -math.inf, "upper": cheap,
+                               "seconds": 0.0})
+                elif left is not None and left <= 0:
+                    finish(j, {**new_record(j), "status": "not_solved", "lower": -math.inf, "upper": cheap,
+                               "seconds": 0.0})
+                else:
+                    todo.append(j)
+            if not todo:
+                break
+            cap = len(todo)
+            if first and prune:
+                cap = FIRST_ROUND
+            if left is not None and limit:
+                cap = min(cap, 2 * workers * max(1, math.ceil(left / limit)))
+            todo, first = todo[:cap], False
+            built = {j: _build(f_ops, g_ops, pars, bounds, cones[jobs[j][1]], jobs[j][2], jobs[j][3], lo, hi)
+                     for j in todo}
+            models = [built[j][0] for j in todo for _ in solvers]
+            got: dict[int, list] = {}
+
+            def arrived(i: int, result) -> None:
+                j = todo[i // len(solvers)]
+                got.setdefault(j, [None] * len(solvers))[i % len(solvers)] = result
+                if all(r is not None for r in got[j]):
+                    solved(j, built[j][0], built[j][1], got[j])
+
+            solve_models(models, [s for _ in todo for s in solvers], n_jobs=n_jobs, store=db, time_limit=limit,
+                         seed=seed, total_time=left, progress=batch_progress, on_result=arrived)
+    finally:
+        if own_store:
+            db.close()
     upper = max([r["upper"] for r in records] + [0.0])
     lower = max([r["lower"] for r in records] + [float(lower_bound), 0.0])
     return {"lower": lower, "upper": upper * (1 + 1e-12),
             "closed": upper - lower <= 1e-6 * (1 + abs(lower)),
-            "argmax": argmax, "records": records, "classes": len(classes), "milps": sum(r["status"] not in
-                                                                                         ("skipped", "not_solved") for r in records),
+            "argmax": state["argmax"], "records": records, "classes": len(classes),
+            "milps": sum(r["status"] not in ("skipped", "not_solved") for r in records),
             "seconds": time.perf_counter() - t_start, "solver": solver, "output_shape": out_shape}

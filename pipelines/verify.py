@@ -358,7 +358,7 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
            certificate: dict | None = None, effective: nn.Module | None = None, domain=(0.0, 1.0),
            attack_time: float | None = 3.0, attack_rounds: int | None = 1, exact: bool = False, solver: str = "highs",
            exact_time_limit: float | None = 60.0, exact_total_time: float | None = 600.0, progress=None,
-           confirm_with: str | None = "scip") -> dict:
+           confirm_with: str | None = "scip", exact_n_jobs: int = 1, exact_store=None) -> dict:
     """The four numbers for target f = ``target`` and g = ``pruned`` (both evaluated in float64), on the
     input box ``domain`` = (lo, hi):
 
@@ -368,7 +368,8 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
       (a target-shaped network computing what ``pruned`` computes on the box, ``Construction.effective()``),
       the interval certificate :func:`certified_intervals`; the summary's ``certified_abs`` is the smaller;
     - exact (``exact=True``, needs ``effective``): the sup by MILP, :func:`pipelines.exact_sup.exact_sup`
-      (``exact_lower`` attained, ``exact_upper`` a bound; equal where the MILPs closed).
+      (``exact_lower`` attained, ``exact_upper`` a bound; equal where the MILPs closed), on ``exact_n_jobs``
+      worker processes, solver Results kept in ``exact_store`` (a path or None).
 
     ``data``: inputs in the box (N x c0 x D x D); ``input_shape`` (c0, D, D) is needed without data.
     ``evaluate_with``: a module computing the same function as ``pruned`` to run the empirical and
@@ -428,7 +429,7 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
 
         ex = exact_sup(target, effective, shape, lo, hi, solver=solver, time_limit=exact_time_limit,
                        total_time=exact_total_time, lower_bound=adv["abs"], seed=seed, progress=progress,
-                       evaluate_with=g, confirm_with=confirm_with)
+                       evaluate_with=g, confirm_with=confirm_with, n_jobs=exact_n_jobs, store=exact_store)
         ex["upper"] = min(ex["upper"], cert_abs) if cands else ex["upper"]
     out = {"empirical": emp, "adversarial": adv, "certified": certificate, "interval": interval, "exact": ex}
     top = emp["max_abs_f"] if emp else math.nan

@@ -162,8 +162,24 @@ def test_cli_verify_exact_reports_the_bound_pair_in_order(tmp_path, capsys, monk
     assert main(["prune", "--construction", "iclr", "--target", str(target), "--n", "2", "--solver", "exact",
                  "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["verify", str(out), "--dataset", "none", "--restarts", "1", "--steps", "2", "--attack-rounds", "1",
-                 "--exact", "--exact-time-limit", "1", "--exact-total", "3", "--json", "--quiet"]) == 0
+    store = tmp_path / "milps.sqlite"
+    args = ["verify", str(out), "--dataset", "none", "--restarts", "1", "--steps", "2", "--attack-rounds", "1",
+            "--exact", "--exact-time-limit", "1", "--exact-total", "3", "--json", "--quiet", "--n-jobs", "2",
+            "--store", str(store)]
+    assert main(args) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["ordered"] and 0 < s["adversarial_abs"] <= s["exact_upper"] <= s["certified_abs"]
     assert s["exact_lower"] <= s["exact_upper"] and s["certified_interval"] <= s["certified_appendix_b"]
+    from milp.store import ResultStore
+
+    with ResultStore(store) as db:
+        assert len(db) >= s["exact_milps"]  # every MILP that ran (--exact-total 3 may leave few) is kept for a rerun
+    assert main(args) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ordered"]
+
+
+def test_cli_verify_store_needs_exact(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["verify", str(tmp_path / "x.pt"), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--store" in err[0] and "--exact" in err[0]

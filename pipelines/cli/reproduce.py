@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of training, random samples and solvers")
     p.add_argument("--n-jobs", type=n_jobs, default=2, help="worker processes for the batch engine")
     p.add_argument("--data-dir", default=None, help="directory of standard IDX files instead of the installed data")
-    p.add_argument("--store", default=None, help="SQLite store of solved instances (default: in the cache)")
+    p.add_argument("--store", default=None, help="SQLite store of solved instances (default: in the cache; verification: of its "
+                                                 "exact MILPs' solver results, default none)")
     p.add_argument("--out", default=None, help="output folder (default: results/<experiment> under the current "
                                                "directory; its report files are replaced)")
     p.add_argument("--recompute-metrics", action="store_true",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .args import CliError, bounded_int, check_input_folder, positive_float, positive_int, seed
+from .args import CliError, bounded_int, check_input_folder, check_output_file, n_jobs, positive_float, positive_int, seed
 
 HELP = "empirical / adversarial / exact / certified sup-norm error of a pruned network against its target"
 EXAMPLE = "slth verify ticket.pt --images 2000 --attack-time 30 --exact --exact-time-limit 60"
@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
                    help="seconds per MILP of --exact")
     p.add_argument("--exact-total", type=positive_float, default=600.0, metavar="SECONDS",
                    help="seconds for all MILPs of --exact (the rest keep their interval bound)")
+    p.add_argument("--n-jobs", type=n_jobs, default=1,
+                   help="worker processes for the MILPs of --exact (-1: all cores)")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="SQLite store of the --exact solver results: a rerun solves only what it lacks; default none")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -85,6 +89,10 @@ def run(args) -> int:
 
     if args.data_dir is not None:
         check_input_folder(args.data_dir, "--data-dir")
+    if args.store is not None:
+        if not args.exact:
+            raise CliError("--store: only the MILPs of --exact are stored; add --exact or drop --store")
+        check_output_file(args.store, "--store", create_parents=True)
     pruned = load_pruned(args.pruned)
     if pruned.construction not in REGISTRY:
         raise CliError(f"{args.pruned}: construction: {pruned.construction!r} is not a registered construction "
@@ -134,7 +142,8 @@ def run(args) -> int:
                  effective=c.effective(), domain=domain, attack_time=args.attack_time, attack_rounds=args.attack_rounds,
                  exact=args.exact, solver=args.solver, exact_time_limit=args.exact_time_limit,
                  exact_total_time=args.exact_total, progress=progress,
-                 confirm_with=None if args.confirm_with == "none" else args.confirm_with)
+                 confirm_with=None if args.confirm_with == "none" else args.confirm_with, exact_n_jobs=args.n_jobs,
+                 exact_store=args.store)
     s = res["summary"]
     if args.json:
         print(json.dumps(s))

@@ -82,7 +82,7 @@ def small_target(name: str, seed: int) -> nn.Sequential:
     return nn.Sequential(*TARGETS[name][0]()).double().eval()
 
 
-def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total, solve_s) -> dict:
+def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total, solve_s, n_jobs=1, store=None) -> dict:
     from ..verify import verify
 
     t0 = time.perf_counter()
@@ -90,7 +90,8 @@ def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total,
                  evaluate_with=c.network.compact() if hasattr(c.network, "compact") else None,
                  certificate=c.certify(), effective=c.effective(), attack_time=attack_time,
                  attack_rounds=config.attack_rounds, exact=True, solver=config.milp_solver,
-                 exact_time_limit=config.time_limit, exact_total_time=milp_total, confirm_with=config.milp_confirm)
+                 exact_time_limit=config.time_limit, exact_total_time=milp_total, confirm_with=config.milp_confirm,
+                 exact_n_jobs=n_jobs, exact_store=store)
     s, ex, adv = res["summary"], res["exact"], res["adversarial"]
     upper = s["exact_upper"]
     return {"kind": kind, "target": name, "n": n, "input_shape": "x".join(map(str, shape)),
@@ -109,8 +110,11 @@ def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total,
             "verify_seconds": round(time.perf_counter() - t0, 2), "ordered": s["ordered"]}
 
 
-def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 1) -> dict:
-    """Run the table (rows cached in ``<out>/rows``) and write results.csv, summary.json and report.md."""
+def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 1, store=None) -> dict:
+    """Run the table (rows cached in ``<out>/rows``) and write results.csv, summary.json and report.md.
+    ``n_jobs``: worker processes of the subset-sum solves and of the exact MILPs; ``store``: None or the
+    SQLite file (:class:`milp.store.ResultStore`) keeping the MILP solver results, so a rerun solves only
+    what it lacks."""
     from ..constructions import construct
 
     started = time.time()
@@ -133,7 +137,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             data = torch.rand((config.empirical_points, *shape), dtype=torch.float64,
                               generator=torch.Generator().manual_seed(config.seed))
             solve_s = time.perf_counter() - t0
-            row = _row(config, kind, name, n, target, c, shape, data, config.attack_time, config.milp_total, solve_s)
+            row = _row(config, kind, name, n, target, c, shape, data, config.attack_time, config.milp_total, solve_s,
+                       n_jobs, store)
         else:
             from ..data import load_dataset
             from ..targets import load_target
@@ -144,7 +149,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             X, _ = load_dataset("mnist", "test")
             solve_s = time.perf_counter() - t0
             row = _row(config, kind, name, n, target, c, (1, 28, 28), X[:2000].double(), config.lenet5_attack_time,
-                       config.lenet5_milp_total, solve_s)
+                       config.lenet5_milp_total, solve_s, n_jobs, store)
         atomic_write_json(path, row)
         rows.append(row)
         stages[f"{name}:n={n}"] = round(time.perf_counter() - t0, 1)

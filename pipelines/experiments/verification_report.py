@@ -12,7 +12,7 @@ FIELDS = ["kind", "target", "n", "input_shape", "layers", "empirical_abs", "adve
           "exact_upper", "exact_closed", "certified_interval", "certified_appendix_b", "certified_abs",
           "certified_over_exact", "adversarial_over_exact", "appendix_b_over_exact", "milps_solved", "milp_classes",
           "milps_closed", "max_binaries", "attack_rounds", "attack_seconds", "exact_seconds", "solve_seconds",
-          "verify_seconds", "ordered"]
+          "verify_seconds", "ordered", "domain", "exact_run", "interval_unavailable", "exact_not_run"]
 
 
 def _g(x) -> str:
@@ -107,6 +107,6 @@ def report(rows, summary, out: Path) -> str:
 
 def write_all(rows, summary, out) -> None:
     out = Path(out)
-    atomic_write_csv(out / "results.csv", rows, FIELDS)
+    atomic_write_csv(out / "results.csv", rows, FIELDS, extrasaction="ignore")
     atomic_write_json(out / "summary.json", summary, default=str)
     atomic_write_text(out / "report.md", report(rows, summary, out))

@@ -63,8 +63,9 @@ RADII = ("one", "uniform")
 
 
 #: the tickets of the verification section: name -> (layers, input shape (c0, D, D)); weights: PyTorch's default
-#: init under torch.manual_seed(seed), every conv then scaled to max_t0 ||K[:, t0]||_1 = 1 (Theorem 3's hypothesis,
-#: at its boundary like the MRSS targets above)
+#: init under torch.manual_seed(seed), every conv's weight then scaled to max_t0 ||K[:, t0]||_1 = 1 (Theorem 3's
+#: hypothesis, at its boundary like the MRSS targets above) and its bias by 1/4 (with the bias scaled like the weight,
+#: a first layer of 1 x 1 convs had pre-activations below 0 on the whole box: a dead layer, f constant)
 VERIFY_TARGETS = {
     "conv1x1": (lambda nn: [nn.Conv2d(1, 2, 1)], (1, 3, 3)),  # dim 2
     "conv3x3": (lambda nn: [nn.Conv2d(1, 1, 3)], (1, 4, 4)),  # dim 9
@@ -208,8 +209,8 @@ def _stops(rows: list[dict], dim: int, n: int, stop_error: float) -> bool:
 
 
 def verify_target(name: str, seed: int):
-    """The small target ``name`` of :data:`VERIFY_TARGETS` (float64), every conv scaled to
-    max_t0 ||K[:, t0]||_1 = 1."""
+    """The small target ``name`` of :data:`VERIFY_TARGETS` (float64): every conv's weight scaled to
+    max_t0 ||K[:, t0]||_1 = 1, its bias by 1/4."""
     import torch
     from torch import nn
 
@@ -218,9 +219,8 @@ def verify_target(name: str, seed: int):
     with torch.no_grad():
         for m in t:
             if isinstance(m, nn.Conv2d):
-                s = m.weight.abs().sum(dim=(0, 2, 3)).max()
-                m.weight.div_(s)
-                m.bias.div_(s)
+                m.weight.div_(m.weight.abs().sum(dim=(0, 2, 3)).max())
+                m.bias.mul_(0.25)
     return t
 
 

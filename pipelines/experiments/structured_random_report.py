@@ -674,7 +674,8 @@ def verification_lines(summary: dict) -> list[str]:
     what = ("The instances above are single filters; these are whole tickets of the same theorem: the structured "
             "construction (`pipelines.constructions.structured`, NeurIPS 2023 Theorem 3, `domain=\"signed\"`: inputs "
             "in [-1, 1], both half-blocks, normal samples, solver auto) of small random targets with max_t0 "
-            "||K[:, t0]||_1 = 1 per conv (filter dimensions c1 d^2 = 1, 2 and 9, the small end of the sweep), at n = " + ", ".join(str(n) for n in cfg.get("verify_ns", [])) + " channels per "
+            "||K[:, t0]||_1 = 1 per conv (biases: PyTorch's default init / 4; filter dimensions c1 d^2 = 2 and 9, the "
+            "small end of the sweep), at n = " + ", ".join(str(n) for n in cfg.get("verify_ns", [])) + " channels per "
             f"half-block; empirical over {cfg.get('verify_points', '?')} uniform points of the box.")
     settings = {k: cfg.get(f"verify_{k}") for k in ("attack_rounds", "attack_time", "time_limit", "milp_total")}
     return ["", *section(ver, "target, n", [f"{r['target']} ({r['layers']}), n = {r['n']}" for r in ver], what,

@@ -157,5 +157,8 @@ def run_record(command: str, seconds: float) -> dict:
 def run_lines(record: dict | None) -> list[str]:
     if not record:
         return []
+    alone = ("--verification-only" in (record.get("command") or "")) * (
+        " Only this section was recomputed by it; the rest of the report is from the run of the command at the top "
+        "(same config up to the verify_* fields).")
     return ["", f"Verification stage: `{record.get('command') or '?'}` on {record.get('machine', '?')}; wall time "
-                f"{record.get('wall_seconds', '?')} s."]
+                f"{record.get('wall_seconds', '?')} s.{alone}"]

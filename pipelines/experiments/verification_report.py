@@ -32,7 +32,7 @@ def report(rows, summary, out: Path) -> str:
              f"{cfg.get('empirical_points', '?')} uniform points) or 2000 MNIST test images (LeNet5);",
              "- **adversarial**: `pipelines.verify.adversarial` (random vertices; per output entry and sign sign-gradient "
              "steps then Adam from the entry's best point, the worst data points and random points; greedy vertex "
-             "search; coordinate grid search on small inputs; "
+             "search, also on each max-pool branch's objective (small inputs); coordinate grid search on small inputs; "
              f"{cfg.get('attack_rounds', '?')} rounds, seeded): an attained error;",
              "- **exact**: `pipelines.exact_sup.exact_sup`, one MILP per output channel, border class and sign (big-M "
              "from the interval bounds, max-pool as a MILP, difference cuts), "

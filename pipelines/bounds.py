@@ -9,12 +9,17 @@ from torch import nn
 
 
 # ----------------------------------------------------------------------------- layer-wise interval certificate
-def network_ops(net: nn.Module) -> list[tuple]:
+def network_ops(net: nn.Module, dense: bool = False) -> list[tuple]:
     """The layers of a target-shaped network as plain float64 operations:
     ``("conv", W, Wneg, b, stride, padding)`` (``Wneg`` None: the plain conv W*x + b; otherwise
     W*relu(x) + Wneg*relu(-x) + b, a :class:`models.structured_cnn.SignSplitConv2d`), ``("relu",)``,
-    ``("maxpool", kernel, stride, padding)``. Anything else (or a MaxPool2d with dilation / ceil_mode,
-    a Conv2d with groups / dilation / another padding mode) is refused with a ValueError naming it."""
+    ``("maxpool", kernel, stride, padding)``. With ``dense``: also ``("flatten",)`` (an ``nn.Flatten()`` of
+    all dimensions after the batch) and ``("linear", W, Wneg, b, (1, 1), (0, 0))`` for an ``nn.Linear`` or a
+    :class:`models.random_dense.SignSplitLinear`, with W (and Wneg) of shape m_out x m_in x 1 x 1: a flattened
+    activation is held as m_in channels of size 1 x 1, on which the Linear is exactly this 1 x 1 conv.
+    Anything else (or a MaxPool2d with dilation / ceil_mode, a Conv2d with groups / dilation / another padding
+    mode, a Flatten of other dimensions) is refused with a ValueError naming it."""
+    from models.random_dense import SignSplitLinear
     from models.structured_cnn import SignSplitConv2d
 
     def pair(v):
@@ -44,8 +49,19 @@ def network_ops(net: nn.Module) -> list[tuple]:
                 raise ValueError(f"layer {i}: MaxPool2d with dilation / ceil_mode / return_indices is not handled")
             k = pair(m.kernel_size)
             ops.append(("maxpool", k, pair(m.stride if m.stride is not None else k), pair(m.padding)))
+        elif dense and isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ValueError(f"layer {i}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not handled "
+                                 "(only Flatten() of every dimension after the batch)")
+            ops.append(("flatten",))
+        elif dense and isinstance(m, (nn.Linear, SignSplitLinear)):
+            W = (m.weight if isinstance(m, nn.Linear) else m.weight_pos).detach().double()
+            Wn = None if isinstance(m, nn.Linear) else m.weight_neg.detach().double()[..., None, None]
+            b = m.bias.detach().double() if m.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64)
+            ops.append(("linear", W[..., None, None], Wn, b, (1, 1), (0, 0)))
         else:
-            raise ValueError(f"layer {i}: {type(m).__name__} is not handled (Conv2d, ReLU, MaxPool2d only)")
+            handled = "Conv2d, ReLU, MaxPool2d" + (", Flatten, Linear" if dense else "")
+            raise ValueError(f"layer {i}: {type(m).__name__} is not handled ({handled} only)")
     return ops
 
 
@@ -124,7 +140,8 @@ def interval_bounds(f_ops, g_ops, shape, lo: float = 0.0, hi: float = 1.0) -> li
     after layer k-1 (entry 0: the input box), as tensors of shape 1 x C x H x W:
     ``lx, ux`` (f), ``ly, uy`` (g), ``ld, ud`` (f - g).
 
-    Conv: interval arithmetic for x and y (IBP); for x - y the exact interval-relaxation bound of
+    Flatten: exact (the entries are held as channels of size 1 x 1 from there on); Linear: the 1 x 1 conv
+    it is on those (:func:`network_ops`). Conv: interval arithmetic for x and y (IBP); for x - y the exact interval-relaxation bound of
     :func:`_diff_conv` (it uses the signs of the inputs: after a ReLU or a pooling of ReLUs every x, y
     lies in [0, u], so a term (k - l) y is bounded by max(k - l, 0) u, not |k - l| u). ReLU: monotone
     and 1-Lipschitz, relu(x) - relu(y) lies in [min(d, 0), max(d, 0)] for d = x - y, and in
@@ -133,15 +150,22 @@ def interval_bounds(f_ops, g_ops, shape, lo: float = 0.0, hi: float = 1.0) -> li
     its summed terms (float64 rounding)."""
     if len(f_ops) != len(g_ops) or any(a[0] != b[0] for a, b in zip(f_ops, g_ops)):
         raise ValueError("interval_bounds: f and g must have the same layers")
+    shape = tuple(shape) if len(shape) != 1 else (int(shape[0]), 1, 1)  # a vector input: m channels of 1 x 1
     box = torch.full((1, *shape), float(lo), dtype=torch.float64), torch.full((1, *shape), float(hi), dtype=torch.float64)
     lx, ux = box
     ly, uy = lx.clone(), ux.clone()
     ld, ud = torch.zeros_like(lx), torch.zeros_like(lx)
     out = [dict(lx=lx, ux=ux, ly=ly, uy=uy, ld=ld, ud=ud)]
-    for fop, gop in zip(f_ops, g_ops):
-        if fop[0] == "conv":
+    for i, (fop, gop) in enumerate(zip(f_ops, g_ops)):
+        if fop[0] == "linear" and lx.shape[2:] != (1, 1):
+            raise ValueError(f"interval_bounds: op {i}: a Linear on a {'x'.join(map(str, lx.shape[1:]))} activation is "
+                             "not handled (put an nn.Flatten() before it)")
+        if fop[0] == "flatten":  # exact: the same entries, held as channels of size 1 x 1
+            flat = lambda t: t.reshape(1, -1, 1, 1)  # noqa: E731
+            nlx, nux, nly, nuy, nld, nud = (flat(t) for t in (lx, ux, ly, uy, ld, ud))
+        elif fop[0] in ("conv", "linear"):
             if fop[2] is not None:
-                raise ValueError("interval_bounds: the target's convs must be plain Conv2d")
+                raise ValueError("interval_bounds: the target's convs and linears must be plain Conv2d / Linear")
             nlx, nux, magf = _conv_box(fop, lx, ux)
             nly, nuy, magg = _conv_box(gop, ly, uy)
             nld, nud = _diff_conv(fop, gop, lx, ux, ly, uy, ld, ud)
@@ -170,8 +194,10 @@ def certified_intervals(target: nn.Module, effective: nn.Module, shape, lo: floa
     """Upper bound on sup ||f(X) - g(X)||_max over X in [lo, hi]^shape from :func:`interval_bounds`, with f
     = ``target`` and g = ``effective`` (a target-shaped network computing what the pruned network computes
     on that box, e.g. ``Construction.effective()``). Returns ``abs`` and the per-output-entry bound
-    ``per_output`` (a tensor C x H x W of max(ud, -ld))."""
-    b = interval_bounds(network_ops(target), network_ops(effective), tuple(shape), lo, hi)
+    ``per_output`` (a tensor C x H x W of max(ud, -ld); m x 1 x 1 for a network ending in a Linear). Carries
+    Conv2d, ReLU, MaxPool2d, Flatten and Linear layers (:func:`network_ops` with ``dense``); refuses any other
+    with a ValueError naming it."""
+    b = interval_bounds(network_ops(target, dense=True), network_ops(effective, dense=True), tuple(shape), lo, hi)
     per = torch.maximum(b[-1]["ud"], -b[-1]["ld"])[0]
     # the pruned network g equals ``effective`` up to the float64 rounding of two forward passes: widen by
     # 1e-9 of the output magnitude bound

@@ -66,6 +66,43 @@ def _signed_diff(f, g, X):
     return torch.cat([d, -d], 1)
 
 
+class _PoolBranch(nn.Module):
+    """A max-pool forced to one branch: in every window the entry at offset (di, dj) (clamped into the input
+    where the window overhangs the padding), instead of the window's max."""
+
+    def __init__(self, pool: nn.MaxPool2d, q: int):
+        super().__init__()
+        pair = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v, v)  # noqa: E731
+        self.k, self.s, self.p = pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.padding)
+        self.d = (q // self.k[1] % self.k[0], q % self.k[1])
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        oh = (h + 2 * self.p[0] - self.k[0]) // self.s[0] + 1
+        ow = (w + 2 * self.p[1] - self.k[1]) // self.s[1] + 1
+        r = (torch.arange(oh) * self.s[0] - self.p[0] + self.d[0]).clamp(0, h - 1)
+        c = (torch.arange(ow) * self.s[1] - self.p[1] + self.d[1]).clamp(0, w - 1)
+        return x[..., r, :][..., c]
+
+
+def pool_branches(net: nn.Module) -> list[nn.Module]:
+    """The branch-forced copies of a Sequential network with max-pools: copy q has every MaxPool2d replaced
+    by :class:`_PoolBranch` at offset q (q over the largest pooling window); none without a max-pool.
+
+    Why: a max-pool makes f a max over branches, and a local search on a max climbs the branch that
+    currently dominates; the maximiser of the error may lie in another branch's basin. For the last pool
+    this is an exact decomposition: s (f - g) = max_q (s-side forced to branch q, minus the other side's
+    output), so searching each branch's objective and then the true one explores every basin."""
+    if not isinstance(net, nn.Sequential):
+        return []
+    pools = [m for m in net if isinstance(m, nn.MaxPool2d)]
+    if not pools:
+        return []
+    area = max(int(np.prod(_PoolBranch(m, 0).k)) for m in pools)
+    return [nn.Sequential(*[_PoolBranch(m, q) if isinstance(m, nn.MaxPool2d) else m for m in net])
+            for q in range(area)]
+
+
 COORDINATE_DIMS = 256  # the attack's coordinate search runs on inputs of at most this many entries
 
 
@@ -91,6 +128,12 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
        ``restarts`` fresh vertices), for the 16 best targets (on larger inputs from the rounded best only): the best single coordinate flip (all of them on small inputs, else the most promising by
        the gradient) until none helps (at most ``greedy_rounds`` flips, default ``4 * steps``, ``steps`` on larger
        inputs);
+    3b. pooling branches (networks with max-pools, inputs of at most ``COORDINATE_DIMS`` entries): for each branch
+       q of :func:`pool_branches`, greedy vertex search on the branch-forced objective from the 4 best targets'
+       rounded best points and ``restarts // 2`` random vertices each, then on the true objective from where it
+       stopped (a local search on a max-pool stays in the branch that dominates where it starts; the
+       maximiser of the two-channel-padded n = 4 row of the verification experiment is 18 flips away, in
+       another branch);
     4. coordinate search (inputs of at most ``COORDINATE_DIMS`` entries): from the min(8, ``restarts``) best
        points, the best
        single-coordinate move on a grid of 21 values per coordinate, refined twice around the best value
@@ -98,7 +141,26 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
 
     then rounds 2-4 again from fresh random points (seed + round) while ``time_limit`` seconds last
     (``max_rounds``: at most that many rounds). Every point is evaluated in float64, so the result is an
-    attained error."""
+    attained error. On inputs of at most ``COORDINATE_DIMS`` entries the attack runs
+    on one torch thread (restored after): its tensors are small, and with two threads on two shared, loaded cores
+    one round took 37-46 s instead of 5-6 s (two-channel-padded, n = 4, load 7-9), so its time limit bought a
+    tenth of the work."""
+    threads = torch.get_num_threads()
+    if int(np.prod(shape)) <= COORDINATE_DIMS:
+        torch.set_num_threads(1)
+    try:
+        return _adversarial(f, g, shape, starts, restarts, steps, step_size, seed, lo, hi, time_limit, targets, vertices,
+                            priority, batch, max_rounds, greedy_rounds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int = 8, steps: int = 60,
+                step_size: float = 0.25, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
+                time_limit: float | None = 30.0, targets: int = 32, vertices: int = 256,
+                priority: torch.Tensor | None = None, batch: int = 512, max_rounds: int | None = None,
+                greedy_rounds: int | None = None) -> dict:
+    """:func:`adversarial` on the current torch threads."""
     t0 = time.perf_counter()
     expired = lambda: time_limit is not None and time.perf_counter() - t0 > time_limit  # noqa: E731
     width = hi - lo
@@ -172,9 +234,24 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             if expired():
                 break
 
-    def greedy(V, colsV):
+    def surrogate_value(diff):
+        """Values of the columns cols of ``diff`` at X (no record: a surrogate objective)."""
+        def value(X, cols):
+            nonlocal evals
+            with torch.no_grad():
+                v = torch.cat([diff(X[s:s + batch])[torch.arange(len(X[s:s + batch])), cols[s:s + batch]]
+                               for s in range(0, len(X), batch)])
+            evals += len(X)
+            return v
+        return value
+
+    def greedy(V, colsV, diff=None):
+        """Best-single-flip ascent from the vertices V on the columns colsV of ``diff`` (default: the true
+        signed error, every point recorded)."""
+        value = record if diff is None else surrogate_value(diff)
+        diff = diff or (lambda X: _signed_diff(f, g, X))
         rounds = 0
-        cur = record(V, colsV)
+        cur = value(V, colsV)
         active = torch.ones(len(V), dtype=torch.bool)
         while active.any() and not expired() and rounds < min(4 * dims, greedy_rounds):
             rounds += 1
@@ -182,7 +259,7 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             k = min(dims, max(4, (256 if large else 8192) // len(idx)))
             if k < dims:  # rank the flips by their first-order gain
                 Xa = V[idx].clone().requires_grad_(True)
-                v = _signed_diff(f, g, Xa)[torch.arange(len(idx)), colsV[idx]]
+                v = diff(Xa)[torch.arange(len(idx)), colsV[idx]]
                 (grad,) = torch.autograd.grad(v.sum(), Xa)
                 gain = (grad * torch.where(Xa.detach() > (lo + hi) / 2, -width, width)).flatten(1)
                 cand = gain.topk(k, 1).indices  # (A, k)
@@ -192,7 +269,7 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             ar, kr = torch.arange(len(idx)).unsqueeze(1), torch.arange(k).unsqueeze(0)
             Xc[ar, kr, cand] = lo + hi - Xc[ar, kr, cand]
             Xc = Xc.view(len(idx) * k, *shape)
-            vc = record(Xc, colsV[idx].repeat_interleave(k)).view(len(idx), k)
+            vc = value(Xc, colsV[idx].repeat_interleave(k)).view(len(idx), k)
             bv, bj = vc.max(1)
             better = bv > cur[idx] * (1 + 1e-12) + 1e-15
             for a_, (i, ok) in enumerate(zip(idx.tolist(), better.tolist())):
@@ -248,7 +325,13 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
             v, col = _signed_diff(f, g, X).max(1)
         record(X.detach(), col)
 
-    info = {"vertices": vertices, "targets": len(order), "rounds": 0, "greedy": 0, "coordinate_moves": 0}
+    info = {"vertices": vertices, "targets": len(order), "rounds": 0, "greedy": 0, "branch_greedy": 0,
+            "coordinate_moves": 0}
+    f_br, g_br = pool_branches(f), pool_branches(g)
+    branches = []  # per branch q: [(f forced to q) - g, (g forced to q) - f]; a side without it: its own output
+    for q in range(max(len(f_br), len(g_br))):
+        fq, gq = f_br[q] if q < len(f_br) else f, g_br[q] if q < len(g_br) else g
+        branches.append(lambda X, fq=fq, gq=gq: torch.cat([(fq(X) - g(X)).flatten(1), (gq(X) - f(X)).flatten(1)], 1))
     g0 = [P[len(P) - restarts - (0 if starts is None else len(starts)):]]  # the random and data starts
     ascent_global(torch.cat(g0))
     n_rand = 1 if large else restarts
@@ -285,6 +368,17 @@ def adversarial(f, g, shape, starts: torch.Tensor | None = None, restarts: int =
         V = torch.cat(starts_v)
         V, _ = greedy(V, greedy_cols.repeat(len(starts_v)))
         info["greedy"] += 1
+        if branches and not large and not expired():  # every max-pool branch's basin, then the true objective
+            bcols = greedy_cols[:4]
+            for q in range(len(branches)):
+                if expired():
+                    break
+                Vq = torch.cat([torch.where(best_X[bcols] > (lo + hi) / 2, hi, lo).double()]  # from the rounded best
+                               + [lo + width * torch.randint(0, 2, (len(bcols), *shape), generator=g_r).double()
+                                  for _ in range(max(1, restarts // 2))])
+                Vq, _ = greedy(Vq, bcols.repeat(len(Vq) // len(bcols)), diff=branches[q])
+                greedy(Vq, bcols.repeat(len(Vq) // len(bcols)))
+            info["branch_greedy"] += 1
         for c in best_val[cols_t].argsort(descending=True)[:min(8, restarts) if not large else 0].tolist():
             if expired():
                 break
@@ -408,8 +502,8 @@ def verify(target: nn.Module, pruned: nn.Module, data: torch.Tensor | None = Non
             p.requires_grad_(False)
         try:
             interval = certified_intervals(f, eff, shape, lo, hi)
-        except ValueError as exc:  # a layer the interval propagation does not carry (e.g. Linear, Flatten):
-            interval, interval_note = None, str(exc)  # the Appendix B certificate alone stands (it carries them)
+        except ValueError as exc:  # a layer the interval propagation does not carry (e.g. an AvgPool2d, a partial
+            interval, interval_note = None, str(exc)  # Flatten): the Appendix B certificate alone stands
     # the attack runs on the effective network where there is one (same function, far fewer channels); its
     # best point is then evaluated on the pruned network itself, so the reported error is one g attains
     adv = adversarial(f, eff if effective is not None else g, shape, starts=worst, restarts=restarts, steps=steps,

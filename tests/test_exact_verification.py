@@ -107,6 +107,39 @@ def test_on_small_targets_adversarial_reaches_95_percent_of_the_exact_sup_and_ce
     assert s["ordered"]
 
 
+def test_the_attack_finds_the_sup_in_another_pooling_branch_where_single_flips_stall():
+    """two-channel-padded, n = 4 of the verification experiment: f ends in a max-pool, and greedy vertex search
+    from random vertices climbs the pooling branch that dominates first (0.5168, a local optimum for every
+    single and pair flip), 18 flips away from the maximiser in another branch (0.5467). The attack's
+    branch-forced searches (:func:`pipelines.verify.pool_branches`) reach it in one round."""
+    from pipelines.experiments.verification import TARGETS, small_target
+
+    t = small_target("two-channel-padded", 0)
+    shape = TARGETS["two-channel-padded"][1]
+    c, _ = construct(t, 4, "iclr", solver="exact", seed=0)
+    r = verify(t, c.network, None, input_shape=shape, certificate=c.certify(), effective=c.effective(), exact=True,
+               exact_time_limit=30, exact_total_time=60, attack_time=None, attack_rounds=1)
+    s = r["summary"]
+    assert s["exact_closed"] and s["ordered"], s
+    assert s["adversarial_abs"] >= 0.95 * s["exact_upper"], s
+    assert r["adversarial"]["branch_greedy"] == 1
+
+
+def test_pool_branches_force_every_window_to_one_offset():
+    net = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, stride=1, padding=1)).double()
+    X = torch.rand(3, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    from pipelines.verify import pool_branches
+
+    br = pool_branches(net)
+    assert len(br) == 4 and pool_branches(nn.Sequential(nn.ReLU())) == []
+    with torch.no_grad():
+        outs = torch.stack([b(X) for b in br])
+        assert torch.equal(outs.amax(0), net(X))  # the max over the branches is the max-pool
+        # offset (1, 1): the window's last entry, clamped into the input where the window overhangs the padding
+        expect = X.clamp_min(0)[..., [0, 1, 2, 3, 3], :][..., [0, 1, 2, 3, 4, 4]]
+        assert torch.equal(br[3](X), expect)
+
+
 def test_interval_certificate_and_exact_sup_on_a_signed_structured_ticket():
     """Signed blocks (SignSplitConv2d: L+ on x+, L- on x-) on the domain [-1, 1]: the MILP splits g's inputs too."""
     t, c = built([nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Conv2d(2, 1, 2)], 6, construction="structured", domain="signed")
@@ -183,3 +216,62 @@ def test_cli_verify_store_needs_exact(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "x.pt"), "--store", str(tmp_path / "s.sqlite")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--store" in err[0] and "--exact" in err[0]
+
+
+# ------------------------------------------------------------------ interval certificate through Flatten / Linear
+def conv_dense(seed, c1=2, hidden=4, out=3, side=4):
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.Conv2d(1, c1, 2), nn.ReLU(), nn.Flatten(), nn.Linear(c1 * (side - 1) ** 2, hidden), nn.ReLU(),
+                      nn.Linear(hidden, out)).double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.mul_(0.6)
+    return t
+
+
+@pytest.mark.parametrize("seed,k", [(0, None), (1, 3), (2, 5)])
+def test_interval_certificate_through_flatten_and_linear_is_above_the_attack_and_the_data(seed, k):
+    """The rfss construction (conv part ICLR, dense blocks RFSS): the interval certificate now carries the whole
+    network, and stays above what is attained."""
+    t = conv_dense(seed)
+    c, _ = construct(t, 6, "rfss", solver="exact", seed=seed, k=k)
+    X = torch.rand(300, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    s = verify(t, c.network, X, certificate=c.certify(), effective=c.effective(), attack_time=None, attack_rounds=1,
+               restarts=4, steps=20)["summary"]
+    assert s["interval_unavailable"] == "" and np.isfinite(s["certified_interval"]), s
+    assert s["empirical_abs"] <= s["adversarial_abs"] * (1 + 1e-12) <= s["certified_interval"], s
+    assert s["certified_abs"] == min(s["certified_interval"], s["certified_appendix_b"]) and s["ordered"]
+
+
+def test_interval_certificate_through_linear_bounds_the_vertex_sup_and_samples_of_a_tiny_pair():
+    t = conv_dense(3, c1=2, hidden=3, out=2, side=3)  # inputs 1 x 3 x 3: all 512 vertices
+    c, _ = construct(t, 4, "rfss", solver="exact", seed=3)
+    g, shape = c.effective(), (1, 3, 3)
+    assert [op[0] for op in network_ops(g, dense=True)] == ["conv", "relu", "flatten", "linear", "relu", "linear"]
+    X = torch.rand(4000, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    brute = sup_on(t, c.network, torch.cat([vertices(shape), X]))
+    cert = certified_intervals(t, g, shape)
+    assert brute > 0 and brute <= cert["abs"] <= c.certify()["abs"] * (1 + 1e-9)
+    assert cert["per_output"].shape == (2, 1, 1)
+    with torch.no_grad():  # per output entry too
+        per = (t(X) - c.network(X)).abs().amax(0)
+    assert torch.all(per <= cert["per_output"].reshape(-1))
+
+
+def test_interval_certificate_on_a_dense_only_target_and_its_refusals():
+    """Linear -> Linear: the second one's inputs may be negative, so its block is signed (SignSplitLinear)."""
+    torch.manual_seed(4)
+    t = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    c, _ = construct(t, 6, "rfss", solver="exact", seed=4)
+    assert [op[2] is not None for op in network_ops(c.effective(), dense=True) if op[0] == "linear"] == [False, True,
+                                                                                                         False]
+    cert = certified_intervals(t, c.effective(), (5,))
+    X = torch.rand(3000, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert sup_on(t, c.network, X) <= cert["abs"] <= c.certify()["abs"] * (1 + 1e-9)
+    with pytest.raises(ValueError, match="Flatten"):
+        network_ops(nn.Sequential(nn.Conv2d(1, 1, 2), nn.Flatten(start_dim=2)), dense=True)
+    with pytest.raises(ValueError, match="Linear is not handled"):  # exact_sup's ops: no dense layers
+        network_ops(t)
+    bad = nn.Sequential(nn.Conv2d(1, 1, 2), nn.Linear(2, 2)).double()  # a Linear on a 1 x 2 x 2 map, no Flatten
+    with pytest.raises(ValueError, match="put an nn.Flatten"):
+        certified_intervals(bad, bad, (1, 3, 3))

@@ -72,7 +72,8 @@ def test_config_validates_and_is_registered():
 
 def test_tiny_run_end_to_end(tmp_path):
     config = sr.Config(dims=(1, 2), ns=(4, 8), repeats=1, solvers=("exact", "heuristic"), time_limit=0.2,
-                       stop_error=0.0)
+                       stop_error=0.0, verify_targets=("conv1x1",), verify_ns=(8,), verify_points=100,
+                       verify_attack_rounds=1)
     out = tmp_path / "run"
     summary = sr.run(config, out=out, progress=False, command="test", n_jobs=1, store=tmp_path / "store.sqlite")
     for name in ("results.csv", "summary.json", "config.json", "report.md", "runs.jsonl",
@@ -103,6 +104,12 @@ def test_tiny_run_end_to_end(tmp_path):
     assert (out / "report.md").read_text() == text
     again = sr.run(config, out=out, progress=False, n_jobs=1, store=tmp_path / "store.sqlite", skip_finished=True)
     assert again["config_key"] == config.key()
+    # the verification section, and --verification-only: that section alone, the sweep's rows kept
+    assert "## Verification: empirical <= adversarial <= exact <= certified" in text and "`ordered`: True" in text
+    csv_before = (out / "results.csv").read_text()
+    ver = sr.run(config, out=out, progress=False, command="again", n_jobs=1, verification_only=True)
+    assert (out / "results.csv").read_text() == csv_before and len(ver["verification"]) == 1
+    assert "Verification stage: `again`" in (out / "report.md").read_text()
 
 
 def test_stop_rule_ends_a_dimensions_sweep(tmp_path):

@@ -198,10 +198,11 @@ class TabuBackend(Backend):
         mask, _ = search(X, z, start, k, polish_from, seed=int(options.seed),
                          moves=None if moves is None else int(moves),
                          on_improve=lambda: times.append(time.perf_counter() - t0))
+        stopped = time.perf_counter() >= polish_from  # the search ran until its share of the limit
         before = instance.residual(mask.astype(np.uint8))
         mask, err = local_search(X, z, mask, k, until)  # steepest max-norm descent from the best mask
         if err < before:
             times.append(time.perf_counter() - t0)
-        status = Status.TIME_LIMIT if time.perf_counter() >= until else Status.FEASIBLE
+        status = Status.TIME_LIMIT if stopped or time.perf_counter() >= until else Status.FEASIBLE
         return self.finish(instance, mask.astype(np.uint8), claimed=status, objective=None,
                            seconds=time.perf_counter() - t0, time_to_first=times[0], time_to_best=times[-1])

@@ -51,6 +51,9 @@ def add_arguments(p) -> None:
                                                "directory; its report files are replaced)")
     p.add_argument("--recompute-metrics", action="store_true",
                    help="iclr-lenet5 only: recompute the float64 output metrics even where a cached entry matches")
+    p.add_argument("--verification-only", action="store_true",
+                   help="iclr-construction, structured-random, rfss-density: only recompute the verification section "
+                        "(the four numbers of a few tickets) of the run already in --out, keeping its other results")
     p.add_argument("--log", default=None, metavar="FILE",
                    help="also write the run's stage lines (plain text, one per line) to FILE")
     p.add_argument("--quiet", action="store_true",
@@ -136,7 +139,8 @@ def runtime_from_args(exp, args) -> dict:
     runtime = {}
     for flag, name, value, default in (("--n-jobs", "n_jobs", args.n_jobs, 2), ("--data-dir", "data_dir", args.data_dir, None),
                                        ("--store", "store", args.store, None),
-                                       ("--recompute-metrics", "recompute_metrics", args.recompute_metrics, False)):
+                                       ("--recompute-metrics", "recompute_metrics", args.recompute_metrics, False),
+                                       ("--verification-only", "verification_only", args.verification_only, False)):
         if name in accepted:
             runtime[name] = value
         elif value != default:

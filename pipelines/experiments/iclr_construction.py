@@ -40,19 +40,67 @@ class Config(ExperimentConfig):
     empirical_images: int = 2000
     restarts: int = 8
     steps: int = 60
+    verify_ns: tuple = (5,)
+    verify_attack_time: float = 20.0
+    verify_attack_rounds: int = 10
+    verify_time_limit: float = 30.0
+    verify_milp_total: float = 60.0
+
+
+def verification(config: Config, store, n_jobs: int = 1, data_dir=None, progress: bool = True) -> list[dict]:
+    """The four numbers (:mod:`pipelines.experiments.four_numbers`) of the tickets of every data set at the
+    first scaling mode and every n of ``verify_ns`` (the smallest n by default: the cheapest ticket, and the
+    exact MILPs of a 784-input network stay a bracket): empirical over the first ``empirical_images`` test
+    images, which are also the attack's starts."""
+    from ..data import load_dataset
+    from ..targets import load_target
+    from .four_numbers import ticket_row
+
+    rows, scale = [], config.scales[0]
+    for ds in config.datasets:
+        _, features = load_target(f"lenet5-{ds}", epochs=config.epochs, seed=config.seed, progress=progress)
+        target = features.double().eval()
+        X_test, _ = load_dataset(ds, "test", root=data_dir)
+        for n in config.verify_ns:
+            t0 = time.perf_counter()
+            c, _ = construct(target, n, "iclr", solver=config.solver, seed=config.seed, scale=scale, n_jobs=n_jobs,
+                             time_limit=config.time_limit, store=store, progress=False)
+            row = {"dataset": ds, "scale": str(scale), "n": n,
+                   **ticket_row(target, c, (1, 28, 28), X_test[:config.empirical_images].double(), seed=config.seed,
+                                restarts=config.restarts, steps=config.steps, attack_time=config.verify_attack_time,
+                                attack_rounds=config.verify_attack_rounds, time_limit=config.verify_time_limit,
+                                milp_total=config.verify_milp_total)}
+            rows.append(row)
+            if progress:
+                print(f"[verification] {ds} scale={scale} n={n}: empirical {row['empirical_abs']:.4g} <= adversarial "
+                      f"{row['adversarial_abs']:.4g} <= exact [{row['exact_lower']:.4g}, {row['exact_upper']:.4g}] <= "
+                      f"certified {row['certified_abs']:.4g} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
 
 
 def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 2,
-        store=None, data_dir=None) -> dict:
-    """Run the study (resumable: solved instances come from the store) and write its report into ``out``."""
+        store=None, data_dir=None, verification_only: bool = False) -> dict:
+    """Run the study (resumable: solved instances come from the store) and write its report into ``out``.
+    ``verification_only``: only the verification section, on the tickets of the run already in ``out`` (same
+    config up to the ``verify_*`` fields; its other numbers are kept)."""
     from ..data import load_dataset
     from ..paths import store_dir
     from ..targets import load_target
     from ..verify import verify
+    from .four_numbers import previous_summary, run_record
 
     started = time.time()
+    previous = previous_summary(out, config) if verification_only else None
     out = prepare_out(config, out, progress)
     store = store if store is not None else store_dir() / "construction.sqlite"
+    if previous is not None:
+        t0 = time.perf_counter()
+        ver = verification(config, store, n_jobs, data_dir, progress)
+        summary = {**previous, **config_record(config), "verification": ver,
+                   "verification_run": run_record(command, time.perf_counter() - t0)}
+        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        write_all(summary["results"], summary, out)
+        return {**summary, "out": str(out)}
     rows = []
     t_all = time.perf_counter()
     total = len(config.datasets) * len(config.scales) * len(config.ns)
@@ -104,9 +152,13 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                           f"{row['lambdas']}; relative error empirical {s['empirical_rel']:.1e} / adversarial "
                           f"{s['adversarial_rel']:.1e} / certified {s['certified_rel']:.1e}; accuracy {acc:.2f}% "
                           f"(elapsed {el:.0f} s, ETA {el / done * (total - done):.0f} s)", flush=True)
-    summary = {"command": command, "machine": machine_line(), **config_record(config), "wall_seconds": round(time.perf_counter() - t_all, 1), "results": rows}
-    record_run(out, config, command, started, stages={f"{r['dataset']}:{r['scale']}:n={r['n']}":
-                                                      r["solve_seconds"] + r["verify_seconds"] for r in rows})
+    t0 = time.perf_counter()
+    ver = verification(config, store, n_jobs, data_dir, progress)
+    summary = {"command": command, "machine": machine_line(), **config_record(config),
+               "wall_seconds": round(time.perf_counter() - t_all, 1), "results": rows, "verification": ver,
+               "verification_run": run_record(command, time.perf_counter() - t0)}
+    stages = {f"{r['dataset']}:{r['scale']}:n={r['n']}": r["solve_seconds"] + r["verify_seconds"] for r in rows}
+    record_run(out, config, command, started, stages={**stages, "verification": round(time.perf_counter() - t0, 1)})
     write_all(rows, summary, out)
     return {**summary, "out": str(out)}
 

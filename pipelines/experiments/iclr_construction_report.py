@@ -101,6 +101,25 @@ COLUMNS = ["dataset", "scale", "n", "solver", "lambdas", "output_scale", "target
            "ordered", "statuses", "solve_seconds", "verify_seconds"]
 
 
+def verification_lines(summary) -> list[str]:
+    """The four numbers of the tickets the run verified (``summary["verification"]``), or nothing."""
+    from .four_numbers import section
+
+    ver = summary.get("verification") or []
+    if not ver:
+        return []
+    cfg = summary.get("config", {})
+    what = ("The tickets of every data set at scale " + ", ".join(sorted({str(r["scale"]) for r in ver})) + " and n = " +
+            ", ".join(str(n) for n in dict.fromkeys(r["n"] for r in ver)) + " (the smallest n of the sweep: the cheapest "
+            "ticket), f the trained conv part, g its pruned random network, inputs [0, 1]^(1 x 28 x 28); empirical over "
+            f"the first {cfg.get('empirical_images', '?')} test images (also the attack's starts). Its MILPs, one per "
+            "output channel, border class and sign of a 784-input network, do not close in their time: exact is a "
+            "bracket.")
+    settings = {k: cfg.get(f"verify_{k}") for k in ("attack_rounds", "attack_time", "time_limit", "milp_total")}
+    return ["", *section(ver, "data set, n", [f"{r['dataset']}, n = {r['n']}" for r in ver], what, settings,
+                         summary.get("verification_run"))]
+
+
 def write_all(rows, summary, out) -> None:
     out = Path(out)
     atomic_write_csv(out / "results.csv", rows, COLUMNS, extrasaction="ignore")
@@ -178,6 +197,7 @@ def write_all(rows, summary, out) -> None:
               "",
               ("empirical <= adversarial <= certified holds in every row." if all(r["ordered"] in (True, "True") for r in rows)
                else "empirical <= adversarial <= certified FAILS in some rows (column `ordered`): a bug to investigate."),
+              *verification_lines(summary),
               *(["", "## Runs that wrote this folder (oldest first; from runs.jsonl)", "", *runs_markdown(out)]
                 if runs_markdown(out) else []),
               "", "![errors and accuracy](construction_errors.png)", "", "![sizes](construction_sizes.png)", ""]

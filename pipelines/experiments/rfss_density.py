@@ -78,6 +78,10 @@ class Config(ExperimentConfig):
     epochs: int = 50
     seed: int = 0
     solver: str = "exact"
+    verify_ks: tuple = (1, 12)
+    verify_whole: bool = True
+    verify_attack_time: float = 20.0
+    verify_attack_rounds: int = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -208,26 +212,92 @@ def _solve(c, config, store, n_jobs):
     return solve_subproblems(c, solver=config.solver, n_jobs=n_jobs, store=store, seed=config.seed, progress=False)
 
 
+# ----------------------------------------------------------------------------- verification section
+def verification(config: Config, store, n_jobs: int = 1, data_dir=None, progress: bool = True) -> list[dict]:
+    """The four numbers (:mod:`pipelines.experiments.four_numbers`) of the first data set's tickets: the dense head
+    at n and every k of ``verify_ks`` (f the trained head, inputs the box [0, B]^784 of the conv features, B the
+    certified bound of the trained conv part's output; empirical over the test set's features) and, with
+    ``verify_whole``, the first whole pruned LeNet5 of ``whole`` (inputs [0, 1]^784; empirical over
+    ``whole_images`` test images). The exact MILP does not encode Linear layers: exact is not run (its reason
+    kept); the interval certificate carries the whole network."""
+    import torch
+
+    from ..constructions.dense_rfss import RfssConstruction
+    from ..data import load_dataset
+    from ..targets import ensure_trained_lenet5, get_trained_lenet5
+    from ..verify import certified
+    from .four_numbers import ticket_row
+
+    dataset, rows = config.datasets[0], []
+    ensure_trained_lenet5([dataset], config.epochs, config.seed, data_dir=data_dir, progress=progress)
+    model, _ = get_trained_lenet5(dataset, epochs=config.epochs, seed=config.seed, data_dir=data_dir, progress=progress)
+    model = model.double().eval()
+    X, _ = load_dataset(dataset, "test", root=data_dir)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    B = certified(list(model.features), [(m.weight.detach(), m.bias.detach()) for m in convs])["output_bound"]
+    F = _features(model, X)
+    kw = dict(seed=config.seed, restarts=4, steps=20, attack_time=config.verify_attack_time,
+              attack_rounds=config.verify_attack_rounds)
+    tickets = [("head", config.n, k) for k in config.verify_ks]
+    if config.verify_whole and config.whole:
+        tickets.append(("whole", *config.whole[0]))
+    for what, n, k in tickets:
+        t0 = time.perf_counter()
+        if what == "head":
+            target = model.classifier
+            c = RfssConstruction(target, n, seed=config.seed, k=k)
+            _solve(c, config, store, n_jobs)
+            row = ticket_row(target, c, tuple(F.shape[1:]), F.clamp(0, B), domain=(0.0, B),
+                             certificate=c.certify(input_bound=B), **kw)
+        else:
+            target = torch.nn.Sequential(*model.features, *model.classifier).double().eval()
+            c = RfssConstruction(target, n, seed=config.seed, k=k, n_conv=config.n_conv)
+            _solve(c, config, store, n_jobs)
+            row = ticket_row(target, c, (1, 28, 28), X[:config.whole_images].double(), **kw)
+        rows.append({"dataset": dataset, "ticket": what, "n": n, "k": k, **row})
+        if progress:
+            print(f"[{NAME}] verification {dataset} {what} n={n} k={k}: empirical {row['empirical_abs']:.4g} <= "
+                  f"adversarial {row['adversarial_abs']:.4g} <= certified {row['certified_abs']:.4g} (interval "
+                  f"{row['certified_interval']:.4g}, Appendix B {row['certified_appendix_b']:.4g}; "
+                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
+
+
 # ----------------------------------------------------------------------------- run
 def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 1, store=None,
-        data_dir=None, skip_finished: bool = False) -> dict:
-    """All three stages (resumable: every solved instance is in the store); writes the report into ``out``."""
+        data_dir=None, skip_finished: bool = False, verification_only: bool = False) -> dict:
+    """All three stages (resumable: every solved instance is in the store) and the verification section; writes
+    the report into ``out``. ``verification_only``: only the verification section, on the run already in ``out``
+    (same config up to the ``verify_*`` fields; its other results are kept)."""
     import torch
 
     from ..constructions.dense_rfss import RfssConstruction
     from ..data import load_dataset
     from ..targets import ensure_trained_lenet5, get_trained_lenet5
     from ..verify import certified, verify
-    from .rfss_density_report import write_all
+    from .four_numbers import previous_summary, run_record
+    from .rfss_density_report import rewrite, write_all
 
     if not isinstance(config, Config):
         raise TypeError(f"config: expected {__name__}.Config, got {type(config).__name__}")
     started = time.time()
+    previous = previous_summary(out, config) if verification_only else None
     out = prepare_out(config, out, progress)
     if skip_finished and (done := finished_run(out, config, progress)) is not None:
         return done
     store = store if store is not None else default_store()
     torch.set_num_threads(1)
+    if previous is not None:
+        from ..reporting import atomic_write_json
+
+        t0 = time.perf_counter()
+        ver = verification(config, store, n_jobs, data_dir, progress)
+        summary = {**previous, **config_record(config), "verification": ver,
+                   "verification_run": run_record(command, time.perf_counter() - t0)}
+        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        atomic_write_json(Path(out) / "summary.json", summary)
+        rewrite(out)
+        return {**summary, "out": str(out)}
     t_all = time.perf_counter()
     stages: dict[str, float] = {}
     head_rows, trade_rows, whole_rows = [], [], []
@@ -352,8 +422,12 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
                   f"{w['random_params']} random, {w['kept_params']} kept, accuracy {100 * w['accuracy']:.2f}% "
                   f"(target {100 * w['target_accuracy']:.2f}%), logits error {w['logits_err_abs']:.2e}, "
                   f"certified {w['certified_abs']:.2e}")
+    t0 = time.perf_counter()
+    ver = verification(config, store, n_jobs, data_dir, progress)
+    stages["verification"] = round(time.perf_counter() - t0, 2)
     summary = {"command": command, "machine": machine_line(), **config_record(config), "n_jobs": n_jobs,
-               "stages": stages, "wall_seconds": round(time.perf_counter() - t_all, 1)}
+               "stages": stages, "wall_seconds": round(time.perf_counter() - t_all, 1), "verification": ver,
+               "verification_run": run_record(command, time.perf_counter() - t0)}
     record_run(out, config, command, started, stages=stages)
     summary = write_all(head_rows, trade_rows, whole_rows, summary, out)
     return {**summary, "out": str(out)}

@@ -302,8 +302,30 @@ def _report(head, trade, whole, summary, out: Path) -> str:
             "take: entry errors ~ certified target / prod of the layer norms, i.e. far larger n (every halving of the "
             "error costs about one more sample per entry at density 1/2, ~1/H(k/n) at density k/n), or a "
             "tighter bound than the layer-by-layer one (e.g. interval / LP relaxation of the ReLUs)."]
+    lines += verification_lines(summary)
     lines += ["", "## Runs", ""] + runs_markdown(out)
     return "\n".join(lines) + "\n"
+
+
+def verification_lines(summary: dict) -> list[str]:
+    """The four numbers of the section's tickets (``summary["verification"]``), or nothing."""
+    from .four_numbers import section
+
+    ver = summary.get("verification") or []
+    if not ver:
+        return []
+    cfg = summary.get("config", {})
+    what = (f"Tickets of {ver[0]['dataset']}: the dense head at n = {cfg.get('n', '?')} and k = "
+            + ", ".join(str(r["k"]) for r in ver if r["ticket"] == "head") + " (f the trained head, inputs the box "
+            "[0, B]^784 of the conv features, B the certified bound of the trained conv part's output; empirical over "
+            "the test set's features, clamped into the box)" + ("" if not any(r["ticket"] == "whole" for r in ver) else
+            ", and the first whole pruned LeNet5 (inputs [0, 1]^784; empirical over the first "
+            f"{cfg.get('whole_images', '?')} test images)") + ". The interval certificate now carries Flatten and "
+            "Linear layers (`pipelines.bounds`), so it covers these whole networks; the attack starts from the 4 worst "
+            "data points (4 restarts, 20 steps per phase).")
+    settings = {k: cfg.get(f"verify_{k}") for k in ("attack_rounds", "attack_time")}
+    return ["", *section(ver, "ticket", [f"{r['ticket']} n = {r['n']}, k = {r['k']}" for r in ver], what, settings,
+                         summary.get("verification_run"))]
 
 
 def write_all(head: list[dict], trade: list[dict], whole: list[dict], summary: dict, out) -> dict:

@@ -62,6 +62,17 @@ SOLVERS = ("exact", "heuristic", "auto", "highs", "cpsat")
 RADII = ("one", "uniform")
 
 
+#: the tickets of the verification section: name -> (layers, input shape (c0, D, D)); weights: PyTorch's default
+#: init under torch.manual_seed(seed), every conv's weight then scaled to max_t0 ||K[:, t0]||_1 = 1 (Theorem 3's
+#: hypothesis, at its boundary like the MRSS targets above) and its bias by 1/4 (with the bias scaled like the weight,
+#: a first layer of 1 x 1 convs had pre-activations below 0 on the whole box: a dead layer, f constant)
+VERIFY_TARGETS = {
+    "conv1x1": (lambda nn: [nn.Conv2d(1, 2, 1)], (1, 3, 3)),  # dim 2
+    "conv3x3": (lambda nn: [nn.Conv2d(1, 1, 3)], (1, 4, 4)),  # dim 9
+    "conv1x1-relu-conv1x1": (lambda nn: [nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 1)], (1, 3, 3)),  # dims 2, 2
+}
+
+
 class StructuredRandomError(ValueError):
     """A bad config field; the message names it."""
 
@@ -82,6 +93,14 @@ class Config(ExperimentConfig):
     rel_eps: tuple = (0.1,)
     radius: str = "one"
     seed: int = 0
+    verify_targets: tuple = tuple(VERIFY_TARGETS)
+    verify_ns: tuple = (8, 32)
+    verify_solve_time: float = 5.0
+    verify_points: int = 2000
+    verify_attack_time: float = 20.0
+    verify_attack_rounds: int = 10
+    verify_time_limit: float = 30.0
+    verify_milp_total: float = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,6 +147,10 @@ class Config(ExperimentConfig):
         if self.radius not in RADII:
             raise StructuredRandomError(f"radius: choose one of {', '.join(RADII)}, got {self.radius!r}")
         self._set("seed", int(self.seed))
+        unknown = [t for t in self.verify_targets if t not in VERIFY_TARGETS]
+        if unknown:
+            raise StructuredRandomError(f"verify_targets: unknown {', '.join(map(str, unknown))}; choose from "
+                                        f"{', '.join(VERIFY_TARGETS)}")
 
 
 # ----------------------------------------------------------------------------- instances
@@ -185,18 +208,81 @@ def _stops(rows: list[dict], dim: int, n: int, stop_error: float) -> bool:
     return bool(med) and all(v <= stop_error for v in med.values())
 
 
+def verify_target(name: str, seed: int):
+    """The small target ``name`` of :data:`VERIFY_TARGETS` (float64): every conv's weight scaled to
+    max_t0 ||K[:, t0]||_1 = 1, its bias by 1/4."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    t = nn.Sequential(*VERIFY_TARGETS[name][0](nn)).double().eval()
+    with torch.no_grad():
+        for m in t:
+            if isinstance(m, nn.Conv2d):
+                m.weight.div_(m.weight.abs().sum(dim=(0, 2, 3)).max())
+                m.bias.mul_(0.25)
+    return t
+
+
+def verification(config: Config, progress: bool = True) -> list[dict]:
+    """The four numbers (:mod:`pipelines.experiments.four_numbers`) of the structured construction (Theorem 3,
+    ``domain="signed"``: inputs in [-1, 1], both half-blocks, the setting of the MRSS instances above) of every
+    target of ``verify_targets`` at every n of ``verify_ns`` (solver ``auto``: exact where it fits, else
+    ``verify_solve_time`` s per instance); empirical
+    over ``verify_points`` uniform points of the box."""
+    import torch
+
+    from ..constructions import construct
+    from .four_numbers import ticket_row
+
+    rows = []
+    for name in config.verify_targets:
+        target, shape = verify_target(name, config.seed), VERIFY_TARGETS[name][1]
+        for n in config.verify_ns:
+            t0 = time.perf_counter()
+            c, _ = construct(target, n, "structured", solver="auto", seed=config.seed, domain="signed", n_jobs=1,
+                             time_limit=config.verify_solve_time)
+            lo, hi = c.input_domain()
+            data = lo + (hi - lo) * torch.rand((config.verify_points, *shape), dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(config.seed))
+            row = {"target": name, "n": n, **ticket_row(
+                target, c, shape, data, seed=config.seed, attack_time=config.verify_attack_time,
+                attack_rounds=config.verify_attack_rounds, time_limit=config.verify_time_limit,
+                milp_total=config.verify_milp_total, domain=(lo, hi))}
+            rows.append(row)
+            if progress:
+                print(f"[{NAME}] verification {name} n={n}: empirical {row['empirical_abs']:.4g} <= adversarial "
+                      f"{row['adversarial_abs']:.4g} <= exact [{row['exact_lower']:.4g}, {row['exact_upper']:.4g}] <= "
+                      f"certified {row['certified_abs']:.4g} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
+
+
 def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 2, store=None,
-        skip_finished: bool = False) -> dict:
+        skip_finished: bool = False, verification_only: bool = False) -> dict:
     """Run the sweep (resumable: solved instances come from the store) and write the report into ``out``.
 
     Runtime arguments (they do not change what is measured): ``n_jobs`` worker processes; ``store`` the
     SQLite store (default :func:`default_store`); ``skip_finished`` returns the summary already in
-    ``out`` when it records a finished run of this config."""
+    ``out`` when it records a finished run of this config; ``verification_only`` recomputes only the
+    verification section of the run already in ``out`` (same config up to the ``verify_*`` fields)."""
     import milp
 
+    from .four_numbers import previous_summary, run_record
+    from .structured_random_report import read_rows
+
+    previous = previous_summary(out, config) if verification_only else None
     started, out, done = start_run(config, Config, out, progress, skip_finished)
     if done is not None:
         return done
+    if previous is not None:
+        t0 = time.perf_counter()
+        ver = verification(config, progress)
+        previous.pop("analysis", None)
+        summary = {**previous, **config_record(config), "verification": ver,
+                   "verification_run": run_record(command, time.perf_counter() - t0)}
+        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        summary = write_all(read_rows(Path(out) / "results.csv"), summary, out)
+        return {**summary, "out": str(out)}
     store = store if store is not None else default_store()
     available = set(milp.available_solvers())
     solvers = [s for s in config.solvers if s in available]
@@ -244,7 +330,11 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
             el = time.perf_counter() - t_all
             print(f"[{NAME}] n = {n}: {len(instances)} instances x {len(solvers)} solvers in {stages[f'n={n}']:.1f} s; "
                   f"best median error {'; '.join(meds)}; still sweeping dims {active} (elapsed {el:.0f} s)", flush=True)
+    t0 = time.perf_counter()
+    ver = verification(config, progress)
+    stages["verification"] = round(time.perf_counter() - t0, 2)
     summary = {"command": command, "machine": machine_line(), **config_record(config),
+               "verification": ver, "verification_run": run_record(command, time.perf_counter() - t0),
                "solvers_run": solvers, "solvers_missing": missing, "n_jobs": n_jobs,
                "last_n": {str(d): last_n.get(d) for d in config.dims},
                "stopped_at": {str(d): v for d, v in stopped_at.items()},

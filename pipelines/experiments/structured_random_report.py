@@ -588,6 +588,7 @@ def report_lines(rows: list[dict], summary: dict, out: Path) -> list[str]:
                   "2 x limit + 60 s; error inf, status time_limit, not stored). They count as no mask (error inf) in the "
                   "medians."]
     lines += ["", "## Honest statements", ""] + honest(rows, summary)
+    lines += verification_lines(summary)
     runs = runs_markdown(out)
     if runs:
         lines += ["", "## Runs that wrote this folder (oldest first; from runs.jsonl)", "", *runs]
@@ -660,6 +661,25 @@ def honest(rows: list[dict], summary: dict) -> list[str]:
     out.append("- Theorem 3's constant C is not known, so only its exponent is compared: the dotted slope-6 line in "
                "`n_needed_vs_dim` is anchored at `best`'s first fitted point, not an absolute prediction.")
     return out
+
+
+def verification_lines(summary: dict) -> list[str]:
+    """The four numbers of the section's tickets (``summary["verification"]``), or nothing."""
+    from .four_numbers import section
+
+    ver = summary.get("verification") or []
+    if not ver:
+        return []
+    cfg = summary.get("config", {})
+    what = ("The instances above are single filters; these are whole tickets of the same theorem: the structured "
+            "construction (`pipelines.constructions.structured`, NeurIPS 2023 Theorem 3, `domain=\"signed\"`: inputs "
+            "in [-1, 1], both half-blocks, normal samples, solver auto) of small random targets with max_t0 "
+            "||K[:, t0]||_1 = 1 per conv (biases: PyTorch's default init / 4; filter dimensions c1 d^2 = 2 and 9, the "
+            "small end of the sweep), at n = " + ", ".join(str(n) for n in cfg.get("verify_ns", [])) + " channels per "
+            f"half-block; empirical over {cfg.get('verify_points', '?')} uniform points of the box.")
+    settings = {k: cfg.get(f"verify_{k}") for k in ("attack_rounds", "attack_time", "time_limit", "milp_total")}
+    return ["", *section(ver, "target, n", [f"{r['target']} ({r['layers']}), n = {r['n']}" for r in ver], what,
+                         settings, summary.get("verification_run"))]
 
 
 def write_all(rows: list[dict], summary: dict, out) -> dict:

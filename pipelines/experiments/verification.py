@@ -28,6 +28,7 @@ from torch import nn
 
 from ..reporting import atomic_write_json, machine_line
 from .base import ExperimentConfig, config_record, prepare_out, record_run
+from .four_numbers import ticket_row
 from .verification_report import write_all
 
 NAME = "verification"
@@ -83,31 +84,11 @@ def small_target(name: str, seed: int) -> nn.Sequential:
 
 
 def _row(config, kind, name, n, target, c, shape, data, attack_time, milp_total, solve_s, n_jobs=1, store=None) -> dict:
-    from ..verify import verify
-
-    t0 = time.perf_counter()
-    res = verify(target, c.network, data, input_shape=shape, restarts=8, steps=60, seed=config.seed,
-                 evaluate_with=c.network.compact() if hasattr(c.network, "compact") else None,
-                 certificate=c.certify(), effective=c.effective(), attack_time=attack_time,
-                 attack_rounds=config.attack_rounds, exact=True, solver=config.milp_solver,
-                 exact_time_limit=config.time_limit, exact_total_time=milp_total, confirm_with=config.milp_confirm,
-                 exact_n_jobs=n_jobs, exact_store=store)
-    s, ex, adv = res["summary"], res["exact"], res["adversarial"]
-    upper = s["exact_upper"]
-    return {"kind": kind, "target": name, "n": n, "input_shape": "x".join(map(str, shape)),
-            "layers": " ".join(type(m).__name__.replace("2d", "") for m in target),
-            "empirical_abs": s["empirical_abs"], "adversarial_abs": s["adversarial_abs"],
-            "exact_lower": s["exact_lower"], "exact_upper": upper, "exact_closed": s["exact_closed"],
-            "certified_interval": s["certified_interval"], "certified_appendix_b": s["certified_appendix_b"],
-            "certified_abs": s["certified_abs"], "certified_over_exact": s["certified_abs"] / upper if upper > 0 else
-            float("nan"), "adversarial_over_exact": s["adversarial_abs"] / upper if upper > 0 else float("nan"),
-            "appendix_b_over_exact": s["certified_appendix_b"] / upper if upper > 0 else float("nan"),
-            "milps_solved": ex["milps"], "milp_classes": len(ex["records"]),
-            "milps_closed": sum(bool(r.get("closed")) for r in ex["records"]),
-            "max_binaries": max([r.get("binaries", 0) for r in ex["records"]] + [0]),
-            "attack_rounds": adv["rounds"], "attack_seconds": round(adv["seconds"], 2),
-            "exact_seconds": round(ex["seconds"], 2), "solve_seconds": round(solve_s, 2),
-            "verify_seconds": round(time.perf_counter() - t0, 2), "ordered": s["ordered"]}
+    row = ticket_row(target, c, shape, data, seed=config.seed, restarts=8, steps=60, attack_time=attack_time,
+                     attack_rounds=config.attack_rounds, milp_solver=config.milp_solver,
+                     milp_confirm=config.milp_confirm, time_limit=config.time_limit, milp_total=milp_total,
+                     n_jobs=n_jobs, store=store)
+    return {"kind": kind, "target": name, "n": n, **row, "solve_seconds": round(solve_s, 2)}
 
 
 def run(config: Config, *, out=None, progress: bool = True, command: str = "", n_jobs: int = 1, store=None) -> dict:

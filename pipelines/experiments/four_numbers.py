@@ -164,3 +164,24 @@ def run_lines(record: dict | None) -> list[str]:
         "(same config up to the verify_* fields).")
     return ["", f"Verification stage: `{record.get('command') or '?'}` on {record.get('machine', '?')}; wall time "
                 f"{record.get('wall_seconds', '?')} s.{alone}"]
+
+
+def rerun_verification(out, config, command: str, started: float, previous: dict, compute) -> dict:
+    """``--verification-only``: the section recomputed by ``compute()`` on the run already in ``out``, merged
+    into its ``previous`` summary, the rerun recorded (``runs.jsonl``); returns the new summary (the caller
+    writes it)."""
+    from .base import config_record, record_run
+
+    t0 = time.perf_counter()
+    ver = compute()
+    summary = {**previous, **config_record(config), "verification": ver,
+               "verification_run": run_record(command, time.perf_counter() - t0)}
+    record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+    return summary
+
+
+def progress_line(tag: str, what: str, row: dict, t0: float) -> str:
+    """The progress line of one verified ticket."""
+    return (f"[{tag}] {what}: empirical {row['empirical_abs']:.4g} <= adversarial {row['adversarial_abs']:.4g} <= "
+            f"exact [{row['exact_lower']:.4g}, {row['exact_upper']:.4g}] <= certified {row['certified_abs']:.4g} "
+            f"({time.perf_counter() - t0:.0f} s)")

@@ -54,7 +54,7 @@ def verification(config: Config, store, n_jobs: int = 1, data_dir=None, progress
     images, which are also the attack's starts."""
     from ..data import load_dataset
     from ..targets import load_target
-    from .four_numbers import ticket_row
+    from .four_numbers import progress_line, ticket_row
 
     rows, scale = [], config.scales[0]
     for ds in config.datasets:
@@ -72,9 +72,7 @@ def verification(config: Config, store, n_jobs: int = 1, data_dir=None, progress
                                 milp_total=config.verify_milp_total)}
             rows.append(row)
             if progress:
-                print(f"[verification] {ds} scale={scale} n={n}: empirical {row['empirical_abs']:.4g} <= adversarial "
-                      f"{row['adversarial_abs']:.4g} <= exact [{row['exact_lower']:.4g}, {row['exact_upper']:.4g}] <= "
-                      f"certified {row['certified_abs']:.4g} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(progress_line("verification", f"{ds} scale={scale} n={n}", row, t0), flush=True)
     return rows
 
 
@@ -87,18 +85,15 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     from ..paths import store_dir
     from ..targets import load_target
     from ..verify import verify
-    from .four_numbers import previous_summary, run_record
+    from .four_numbers import previous_summary, rerun_verification, run_record
 
     started = time.time()
     previous = previous_summary(out, config) if verification_only else None
     out = prepare_out(config, out, progress)
     store = store if store is not None else store_dir() / "construction.sqlite"
     if previous is not None:
-        t0 = time.perf_counter()
-        ver = verification(config, store, n_jobs, data_dir, progress)
-        summary = {**previous, **config_record(config), "verification": ver,
-                   "verification_run": run_record(command, time.perf_counter() - t0)}
-        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        summary = rerun_verification(out, config, command, started, previous,
+                                    lambda: verification(config, store, n_jobs, data_dir, progress))
         write_all(summary["results"], summary, out)
         return {**summary, "out": str(out)}
     rows = []

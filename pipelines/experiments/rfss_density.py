@@ -275,7 +275,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     from ..data import load_dataset
     from ..targets import ensure_trained_lenet5, get_trained_lenet5
     from ..verify import certified, verify
-    from .four_numbers import previous_summary, run_record
+    from .four_numbers import previous_summary, rerun_verification, run_record
     from .rfss_density_report import rewrite, write_all
 
     if not isinstance(config, Config):
@@ -290,11 +290,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     if previous is not None:
         from ..reporting import atomic_write_json
 
-        t0 = time.perf_counter()
-        ver = verification(config, store, n_jobs, data_dir, progress)
-        summary = {**previous, **config_record(config), "verification": ver,
-                   "verification_run": run_record(command, time.perf_counter() - t0)}
-        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        summary = rerun_verification(out, config, command, started, previous,
+                                    lambda: verification(config, store, n_jobs, data_dir, progress))
         atomic_write_json(Path(out) / "summary.json", summary)
         rewrite(out)
         return {**summary, "out": str(out)}

@@ -233,7 +233,7 @@ def verification(config: Config, progress: bool = True) -> list[dict]:
     import torch
 
     from ..constructions import construct
-    from .four_numbers import ticket_row
+    from .four_numbers import progress_line, ticket_row
 
     rows = []
     for name in config.verify_targets:
@@ -251,9 +251,7 @@ def verification(config: Config, progress: bool = True) -> list[dict]:
                 milp_total=config.verify_milp_total, domain=(lo, hi))}
             rows.append(row)
             if progress:
-                print(f"[{NAME}] verification {name} n={n}: empirical {row['empirical_abs']:.4g} <= adversarial "
-                      f"{row['adversarial_abs']:.4g} <= exact [{row['exact_lower']:.4g}, {row['exact_upper']:.4g}] <= "
-                      f"certified {row['certified_abs']:.4g} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(progress_line(NAME, f"verification {name} n={n}", row, t0), flush=True)
     return rows
 
 
@@ -267,7 +265,7 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     verification section of the run already in ``out`` (same config up to the ``verify_*`` fields)."""
     import milp
 
-    from .four_numbers import previous_summary, run_record
+    from .four_numbers import previous_summary, rerun_verification, run_record
     from .structured_random_report import read_rows
 
     previous = previous_summary(out, config) if verification_only else None
@@ -275,12 +273,8 @@ def run(config: Config, *, out=None, progress: bool = True, command: str = "", n
     if done is not None:
         return done
     if previous is not None:
-        t0 = time.perf_counter()
-        ver = verification(config, progress)
         previous.pop("analysis", None)
-        summary = {**previous, **config_record(config), "verification": ver,
-                   "verification_run": run_record(command, time.perf_counter() - t0)}
-        record_run(out, config, command, started, stages={"verification": round(time.perf_counter() - t0, 1)})
+        summary = rerun_verification(out, config, command, started, previous, lambda: verification(config, progress))
         summary = write_all(read_rows(Path(out) / "results.csv"), summary, out)
         return {**summary, "out": str(out)}
     store = store if store is not None else default_store()

@@ -8,32 +8,34 @@ norm (only the largest coordinate counts, so most moves change nothing). Here th
 
 which every move changes, and re-fits the weights w to the max norm as it goes (iteratively re-weighted
 least squares toward L-infinity): every ``period`` moves, w <- (w + (|r| / ||r||_inf)^Q + FLOOR) / 2 from the
-current residual, so the coordinates that are largest now weigh most. On small instances (n < ``RESTART_MAX_N``), after
-``STALL_ROUNDS`` rounds without a new best the search restarts from the best mask with a few random flips
-(tabu search alone cycles there). Each move is the best non-tabu flip
+current residual, so the coordinates that are largest now weigh most. Each move is the best non-tabu flip
 (free subsets) or swap (in/out pair; fixed cardinality k) by its change of f_w, improving or not; a moved
-item is tabu for a random 10-29 moves (fewer on small instances, :func:`tenure`). With the weighted Gram matrix G = X diag(w) X^T and g = X diag(w) r,
-a flip of item j changes f_w by 2 s_j g_j + G_jj (s_j = +1 if j is in the subset, -1 otherwise) and a swap
-(i out, j in) by 2 (g_i - g_j) + G_ii + G_jj - 2 G_ij; after a move g is updated with one row of G, so a
-flip costs O(n) (O(n d) when n > ``GRAM_MAX_N`` and G is not formed) and a swap O(k (n - k)). The best
-mask by true max-norm residual over every visited mask is kept; it is recomputed in float64 by
-``Backend.finish`` (the search itself runs in float64 with incremental updates and never reports its own
-number). The search ends with ``heuristic``'s steepest flip/swap descent on the true max norm from the
-best mask (the last ``POLISH_SHARE`` of the limit). Never claims optimality.
+item is tabu for a random 10-29 moves (fewer on small instances, :func:`tenure`). With the weighted Gram
+matrix G = X diag(w) X^T and g = X diag(w) r, a flip of item j changes f_w by 2 s_j g_j + G_jj (s_j = +1 if
+j is in the subset, -1 otherwise) and a swap (i out, j in) by 2 (g_i - g_j) + G_ii + G_jj - 2 G_ij; after a
+move g is updated with one row of G, so a flip costs O(n) (O(n d) when n > ``GRAM_MAX_N`` and G is not
+formed) and a swap O(k (n - k)). On small instances (n < ``RESTART_MAX_N``), after ``STALL_ROUNDS`` rounds
+without a new best the search restarts from the best mask with a few random flips (tabu search alone
+cycles there). The best mask by true max-norm residual over every visited mask is kept; it is recomputed
+in float64 by ``Backend.finish`` (the search runs in float64 with incremental updates and never reports
+its own number). The search ends with ``heuristic``'s steepest flip/swap descent on the true max norm from
+the best mask (the last ``POLISH_SHARE`` of the limit). Never claims optimality.
 
-Measured (issue 13; ``results/bench-mrss-vector``): on dim-25 instances with n = 1024 NSN candidates this
-reaches 0.05-0.06 in 10 s where ``heuristic`` stops near 0.11-0.19; tabu on the plain (unweighted) least
-squares reached 0.07-0.10, a direct L^p (p = 8) objective was 30x slower per move and no better.
+Measured (issue 13; ``results/bench-vector``, 10 s, one thread, load 3-6): on dim-25 instances with
+n = 1024 NSN candidates median 0.044 where ``heuristic`` ends at 0.124 and HiGHS / CP-SAT / SCIP / CBC
+warm-started from it at 0.145-0.148 (n = 4096: 0.020 against 0.15-0.18); at dim 150 only 1.0-1.4x better.
+Tabu on the plain (unweighted) least squares reached 0.07-0.10 in the lab; a direct L^p (p = 8) objective
+was 30x slower per move and no better.
 
 Kernels are compiled with numba (:mod:`milp.backends._tabu_kernels`, cached on disk after the first
-compilation). Loading them counts against the time limit like everything else: a first compilation
-(~4 s here, once per machine; importing numba and loading the cached
-kernels ~0.9 s once per process) can leave a short limit with only the greedy start; :func:`warm_up` compiles
-ahead of time. Seeded (numba's generator is reseeded from ``options.seed`` before every chunk of
-moves); results depend on how many moves fit in the time limit (``params={"moves": N}`` runs exactly N
-moves, for reproducible tests). Time limit: the deadline is checked between chunks of moves sized to
-take ~``CHUNK_SECONDS``, and before every re-weighting; bound: time_limit + one chunk + one re-weighting
-(~0.05 s at n = 4096, d = 25).
+compilation, ~4 s here once per machine; importing numba and loading them ~0.9 s once per process).
+In a plain ``solve`` that load counts against the time limit (a short limit may then leave only the
+greedy start); batch workers pay it before their first instance's clock (:meth:`TabuBackend.prepare`);
+:func:`warm_up` loads them ahead of time. Seeded (numba's generator is reseeded from ``options.seed``
+before every chunk of moves); results depend on how many moves fit in the time limit
+(``params={"moves": N}`` runs exactly N moves, for reproducible tests). Time limit: the deadline is
+checked between chunks of moves sized to take ~``CHUNK_SECONDS``, and before every re-weighting; bound:
+time_limit + one chunk + one re-weighting (~0.05 s at n = 4096, d = 25).
 """
 from __future__ import annotations
 

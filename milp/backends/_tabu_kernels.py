@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def flips(X, XW, G, sq, r, g, y, sign, tabu_until, it0, moves, seed, best_e, best_y, lo, hi):
     """``moves`` tabu flips (tenure lo + randint(hi - lo)); returns (move counter, best max-norm residual seen)."""
     np.random.seed(seed)
@@ -50,7 +50,7 @@ def flips(X, XW, G, sq, r, g, y, sign, tabu_until, it0, moves, seed, best_e, bes
             best_y[:] = y
     return it, best_e
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def swaps(X, G, sq, r, g, y, tabu_until, it0, moves, seed, best_e, best_y, lo, hi):
     """``moves`` tabu swaps (one item out, one in: the subset size stays fixed)."""
     np.random.seed(seed)

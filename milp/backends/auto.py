@@ -95,7 +95,8 @@ class AutoBackend(Backend):
         if forced is not None:  # benchmarks: a generic MILP backend warm-started from the heuristic
             choice = "portfolio"
         if choice == "tabu":
-            sol = get_backend("tabu").solve(instance, SolveOptions(time_limit=limit, seed=options.seed))
+            sol = get_backend("tabu").solve(instance, SolveOptions(time_limit=limit, seed=options.seed,
+                                                                    threads=options.threads))
             sol.solver = "auto:tabu"
             return sol
         milp = None

@@ -183,3 +183,23 @@ def test_the_best_lower_bound_of_an_instance_comes_from_any_source():
                                "b": {"lower_bound": 0.05, "lower_bound_source": "lp"}, "c": {"lower_bound": None}})
     assert [(r["lower_bound"], r["lower_bound_source"]) for r in rows] == \
            [(0.3, "exact"), (0.3, "exact"), (0.05, "lp"), (None, "")]
+
+
+def test_vector_suite_and_warm_started_milp_specs():
+    """Issue 13's suite and the <milp>+warm solvers (auto forced onto its heuristic + MILP path)."""
+    import milp
+    from pipelines.experiments.bench import BenchError, _check_fields, solver_spec, suite_vector
+
+    items = suite_vector(1)
+    assert len(items) == 2 * 3 * 2 and {(b.meta["d"], b.meta["n"]) for b in items} == {
+        (d, n) for d in (25, 150) for n in (256, 1024, 4096)}
+    assert all(b.instance.cardinality is None and b.instance.d == b.meta["d"] for b in items)
+    assert [b.instance.content_hash() for b in suite_vector(1)] == [b.instance.content_hash() for b in items]
+    assert solver_spec("highs+warm") == ("highs", True) and solver_spec("tabu") == ("tabu", False)
+    _check_fields(["vector"], ["highs+warm", "tabu"], 1.0, 1)
+    with pytest.raises(BenchError, match="--solvers"):
+        _check_fields(["vector"], ["tabu+warm"], 1.0, 1)
+    rng = np.random.default_rng(0)
+    inst = milp.Instance(rng.standard_normal((60, 3)), rng.uniform(-0.5, 0.5, 3))  # n > 2d: auto alone is tabu
+    sol = milp.solve(inst, "auto", time_limit=1.0, params={"milp": "highs"})
+    assert sol.solver in ("auto:highs", "auto:heuristic") and sol.error == inst.residual(sol.mask)

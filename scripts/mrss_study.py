@@ -57,20 +57,33 @@ def stage(i: int, total: int, text: str, t0: float, done: float, work: float, lo
         log.flush()
 
 
+def _list(kind, positive=True):
+    """argparse type: a comma-separated list of ``kind`` values (> 0), one-line error otherwise."""
+    def parse(text: str):
+        try:
+            vals = [kind(v) for v in text.split(",") if v]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+        if not vals or (positive and min(vals) <= 0):
+            raise argparse.ArgumentTypeError(f"expected positive values, got {text!r}")
+        return vals
+    return parse
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="slth-runs/mrss-study", help="output folder")
     p.add_argument("--methods", default="heuristic,tabu,highs+warm", help="comma-separated solvers")
-    p.add_argument("--budgets", default="0.1,1,10,60", help="time limits (s) of the budget sweep")
-    p.add_argument("--ns", default="64,256,1024,4096", help="n of the n sweep (10 s each)")
-    p.add_argument("--instances", type=int, default=2, help="instances per (dim, n)")
-    p.add_argument("--n-jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--budgets", type=_list(float), default="0.1,1,10,60", help="time limits (s) of the budget sweep")
+    p.add_argument("--ns", type=_list(int), default="64,256,1024,4096", help="n of the n sweep (10 s each)")
+    p.add_argument("--instances", type=_list(int), default="2", help="instances per (dim, n)")
+    p.add_argument("--n-jobs", type=_list(int), default="2", help="worker processes")
     p.add_argument("--store", default="slth-runs/mrss-study.sqlite", help="SQLite store (reruns skip solved work)")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    budgets = [float(b) for b in args.budgets.split(",") if b]
-    ns = [int(v) for v in args.ns.split(",") if v]
+    budgets, ns = args.budgets, args.ns
+    args.instances, args.n_jobs = args.instances[0], args.n_jobs[0]
     for m in methods:
         base, _ = solver_spec(m)
         if base not in milp.available_solvers():

@@ -218,10 +218,18 @@ def test_conformance(construction, scale, tmp_path):
     assert info["instances"] == len(c.subproblems())
     for sp in c.subproblems():
         assert sp.instance is None or isinstance(sp.instance, milp.Instance)
+    check_pruned_network(cls, t, c, inputs(t), tmp_path)
+    with pytest.raises(ConstructionError, match="unknown construction"):
+        get_construction("nope")
+
+
+
+def check_pruned_network(cls, t, c, X, tmp_path):
+    """What every construction's pruned network must satisfy: exact 0/1 masks; pruned = effective = compact on
+    ``X`` (to 1e-12); a save/load round trip computing the same; the same certificate when re-attached."""
     for name, buf in c.network.named_buffers():
         if name.endswith("_mask"):
             assert torch.all((buf == 0) | (buf == 1)), name
-    X = inputs(t)
     with torch.no_grad():
         g = c.network(X)
         torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
@@ -232,9 +240,6 @@ def test_conformance(construction, scale, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(X), g)
     assert cls.attach(t, loaded).certify()["abs"] == c.certify()["abs"]
-    with pytest.raises(ConstructionError, match="unknown construction"):
-        get_construction("nope")
-
 
 # ------------------------------------------------------------------------- conformance: constructions with dense layers
 DENSE_TARGETS = {
@@ -253,16 +258,4 @@ def test_conformance_dense(construction, target, scale, tmp_path):
     X = (torch.rand(8, 6, dtype=torch.float64) if target == "dense" else inputs(t, 8))
     c, info = construct(t, 6, construction, solver="exact", seed=5, scale=scale)
     assert info["instances"] == len(c.subproblems()) == sum(p.numel() for p in t.parameters())
-    for name, buf in c.network.named_buffers():
-        if name.endswith("_mask"):
-            assert torch.all((buf == 0) | (buf == 1)), name
-    with torch.no_grad():
-        g = c.network(X)
-        torch.testing.assert_close(g, c.effective()(X), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(c.network.compact()(X), g, rtol=1e-12, atol=1e-12)
-    c.network.save(tmp_path / "p.pt")
-    loaded = load_pruned(tmp_path / "p.pt")
-    assert type(loaded) is type(c.network)
-    with torch.no_grad():
-        assert torch.equal(loaded(X), g)
-    assert get_construction(construction).attach(t, loaded).certify()["abs"] == c.certify()["abs"]
+    check_pruned_network(get_construction(construction), t, c, X, tmp_path)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.masks import freeze
 from models.random_cnn import ConstructionError
 from models.random_dense import PrunedRandomNet, SignSplitLinear
 from models.structured_cnn import SignSplitConv2d
@@ -368,9 +369,7 @@ class RfssConstruction(Construction):
                     m.weight.copy_(L)
                     if m.bias is not None:
                         m.bias.copy_(c)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net.eval()
+        return freeze(net).eval()
 
     def densities(self) -> list[dict]:
         """Per random block: which layer, the density of its pruned layer (ICLR conv: U's mask; structured conv:

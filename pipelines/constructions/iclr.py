@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.masks import freeze
 from models.random_cnn import ConstructionError, PrunedRandomCNN
 from models.random_tensors import random_tensor
 
@@ -230,9 +231,7 @@ class IclrConstruction(Construction):
                     m.weight.copy_(L)
                     if m.bias is not None:
                         m.bias.copy_(c)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net.eval()
+        return freeze(net).eval()
 
     def certify(self, input_bound: float = 1.0) -> dict:
         """Certified sup-norm bound over [0, input_bound]^{...} (Appendix A-B; see

@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.masks import freeze
 from models.random_cnn import ConstructionError
 from models.random_tensors import DISTRIBUTIONS, random_tensor
 from models.structured_cnn import BLOCKINGS, SignSplitConv2d, StructuredRandomCNN
@@ -389,9 +390,7 @@ class StructuredConstruction(Construction):
             else:
                 mods.append(SignSplitConv2d(Lp, Lm, c, m.stride, m.padding))
         net = nn.Sequential(*mods).double()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net.eval()
+        return freeze(net).eval()
 
     def input_domain(self, input_bound: float = 1.0) -> tuple[float, float]:
         """The declared input domain: [-B, B] (``signed``) or [0, B] (``auto``, ``nonnegative``) per entry."""
